@@ -1,0 +1,1 @@
+"""The embedded default: PostgreSQL from a wheel, the simulators and `airflow standalone`, on one machine."""

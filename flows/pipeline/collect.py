@@ -1,0 +1,173 @@
+"""Batch collection of the counterparts' replies (ARActe and anomalies, PES_ACQUIT, SAE replies).
+
+Each reply is processed once: its sha256 is recorded with the outcome in the same transaction as
+the dossier's move, and only then is the remote file moved to `traites/`. A crash in between
+leaves the file in place; the next batch sees the recorded sha256 and only finishes the move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import or_, select
+
+from flows.dossier import service
+from flows.dossier.db import session_scope
+from flows.dossier.models import Dossier, InboundMessage
+from flows.dossier.store import ArtefactStore
+from flows.settings import Settings
+
+log = logging.getLogger(__name__)
+DONE_DIR = "traites"
+
+
+@dataclass
+class CollectResult:
+    seen: int = 0
+    processed: int = 0
+    unmatched: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # dossier ids moved to a new state
+
+
+def _already(session, counterpart: str, sha: str) -> bool:
+    return session.execute(
+        select(InboundMessage.id).where(InboundMessage.counterpart == counterpart, InboundMessage.sha256 == sha)
+    ).first() is not None
+
+
+def _record(session, counterpart: str, name: str, sha: str, dossier_id: str | None, outcome: str) -> None:
+    session.add(InboundMessage(counterpart=counterpart, name=name, sha256=sha, dossier_id=dossier_id,
+                               outcome=outcome, processed_at=service.now()))
+
+
+def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: str = "retour") -> CollectResult:
+    handler = {"prefecture": _handle_prefecture, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
+    store = ArtefactStore(settings.store_root)
+    result = CollectResult()
+    with endpoint_factory(counterpart) as ep:
+        for name in ep.listdir(reply_dir):
+            result.seen += 1
+            path = f"{reply_dir}/{name}"
+            data = ep.read(path)
+            sha = hashlib.sha256(data).hexdigest()
+            with session_scope(settings.database_url) as session:
+                if not _already(session, counterpart, sha):
+                    try:
+                        dossier_ids = handler(session, store, name, data)
+                    except Exception as exc:  # a malformed reply must not block the others
+                        log.exception("Réponse illisible %s de %s", name, counterpart)
+                        _record(session, counterpart, name, sha, None, f"illisible: {exc}"[:32])
+                        dossier_ids = []
+                    else:
+                        _record(session, counterpart, name, sha, dossier_ids[0] if dossier_ids else None,
+                                "ok" if dossier_ids else "non rapproché")
+                    if dossier_ids:
+                        result.processed += 1
+                        result.moved.extend(dossier_ids)
+                    else:
+                        result.unmatched.append(name)
+            ep.mkdir_p(f"{reply_dir}/{DONE_DIR}")
+            ep.move(path, f"{reply_dir}/{DONE_DIR}/{name}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------- préfecture
+def _handle_prefecture(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
+    from flows.actes.messages import parse_message, read_archive
+
+    archive = read_archive(data)
+    touched: list[str] = []
+    for message_bytes in _archive_messages(archive):
+        msg = parse_message(message_bytes)
+        if not msg.idacte:
+            continue
+        dossier = session.execute(
+            select(Dossier).where(Dossier.idacte == msg.idacte).with_for_update()
+            if session.bind.dialect.name == "postgresql" else select(Dossier).where(Dossier.idacte == msg.idacte)
+        ).scalar_one_or_none()
+        if dossier is None:
+            continue
+        service.attach(session, store, dossier, kind=f"prefecture_{msg.kind}", name=name, data=data,
+                       media_type="application/gzip")
+        if msg.kind == "ARActe":
+            if dossier.state == "transmis":
+                dossier.acknowledged_at = service.now()
+                service.transition(session, dossier, "acquitte", actor="préfecture", message=msg.summary_fr,
+                                   event="ARActe", details={"date": str(msg.date or "")})
+        elif msg.kind in ("AnomalieActe", "AnomalieEnveloppe"):
+            if dossier.state == "transmis":
+                service.transition(session, dossier, "refuse_etat", actor="préfecture", message=msg.summary_fr,
+                                   event=msg.kind, details={"nature": str(msg.nature or "")})
+        else:
+            service.note(session, dossier, event=msg.kind, actor="préfecture", message=msg.summary_fr)
+        touched.append(dossier.id)
+    return touched
+
+
+def _archive_messages(archive) -> list[bytes]:
+    """The XML messages of a received @ctes archive (envelope excluded)."""
+    messages = getattr(archive, "messages", None)
+    if messages is None:
+        return []
+    out = []
+    for m in messages:
+        out.append(m if isinstance(m, bytes) else getattr(m, "data", None) or getattr(m, "content", b""))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- DGFiP
+def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
+    from flows.helios.acquit import parse_acquit
+
+    acquit = parse_acquit(data)
+    dossier = session.execute(
+        select(Dossier).where(Dossier.flow == "helios", Dossier.nomfic == acquit.nomfic,
+                              Dossier.state.in_(["transmis", "acquitte", "refuse_etat", "depose_sae", "archive"]))
+        .order_by(Dossier.created_at.desc())
+    ).scalars().first()
+    if dossier is None:
+        return []
+    service.attach(session, store, dossier, kind="acquit", name=name, data=data, media_type="application/xml")
+    if dossier.state == "transmis":
+        if acquit.accepted:
+            dossier.acknowledged_at = service.now()
+            service.transition(session, dossier, "acquitte", actor="DGFiP", event="PES_ACQUIT",
+                               message=f"PES_ACQUIT reçu : fichier accepté par la DGFiP. {acquit.summary_fr}".strip())
+        else:
+            service.transition(session, dossier, "refuse_etat", actor="DGFiP", event="PES_ACQUIT",
+                               message=f"PES_ACQUIT reçu : fichier refusé par la DGFiP. {acquit.summary_fr}".strip())
+    return [dossier.id]
+
+
+# --------------------------------------------------------------------------------------------- SAE
+def _handle_sae(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
+    from flows.archive.replies import parse_reply
+
+    reply = parse_reply(data)
+    ids = {i for i in (getattr(reply, "message_received_identifier", None),
+                       getattr(reply, "message_request_identifier", None),
+                       getattr(reply, "message_identifier", None)) if i}
+    if not ids:
+        return []
+    dossier = session.execute(
+        select(Dossier).where(or_(*[Dossier.message_identifier == i for i in ids]))
+    ).scalars().first()
+    if dossier is None:
+        return []
+    kind = "sae_ack" if reply.kind == "Acknowledgement" else "sae_reply"
+    service.attach(session, store, dossier, kind=kind, name=name, data=data, media_type="application/xml")
+    if reply.kind == "Acknowledgement":
+        service.note(session, dossier, event="Acknowledgement", actor="SAE",
+                     message="Accusé de réception du SAE : le paquet est pris en charge.")
+    elif dossier.state == "depose_sae":
+        if reply.accepted:
+            dossier.archive_id = reply.archive_id
+            dossier.archived_at = service.now()
+            service.transition(session, dossier, "archive", actor="SAE", event="ArchiveTransferReply",
+                               message=f"Archivé par le SAE (identifiant d'archive : {reply.archive_id}).")
+        else:
+            service.transition(session, dossier, "refuse_sae", actor="SAE", event="ArchiveTransferReply",
+                               message=f"Refusé par le SAE (code {reply.reply_code}) : {reply.reason_fr}")
+    return [dossier.id]

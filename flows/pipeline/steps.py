@@ -1,0 +1,345 @@
+"""A dossier's own steps: validation, the parapheur request and decision, signature, transmission.
+
+Each function is idempotent: called again after a crash or a retry, it finds what was already
+recorded and carries on from there, and never transmits twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from flows.config import Collectivite
+from flows.dossier import service, states
+from flows.dossier.db import lock, session_scope
+from flows.dossier.models import Dossier, EnvelopeSerial
+from flows.dossier.store import ArtefactStore
+from flows.findings import Report
+from flows.pipeline import inbox
+from flows.settings import Settings
+
+NATURE_DOC_TYPES = {"DE": "deliberation", "AR": "arrete", "AI": "arrete", "CC": "contrat", "BF": "budget", "AU": "autre"}
+DOC_TYPE_LABELS = {
+    "deliberation": "Délibération", "arrete": "Arrêté", "contrat": "Contrat", "budget": "Document budgétaire",
+    "autre": "Acte", "pes": "Flux PES V2", "pes_depense": "PES dépense", "pes_recette": "PES recette",
+}
+
+
+@dataclass
+class StepOutcome:
+    dossier_id: str
+    state: str
+    proceed: bool
+    message: str = ""
+    details: dict = field(default_factory=dict)
+
+
+def _original_path(store: ArtefactStore, dossier: Dossier, tmp_dir: Path) -> Path:
+    local = store.local_path(dossier.sha256)
+    if local is not None and local.exists():
+        return local
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / f"{dossier.sha256}.bin"
+    if not path.exists():
+        path.write_bytes(store.get(dossier.sha256))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- validation
+def validate(settings: Settings, dossier_id: str) -> StepOutcome:
+    store = ArtefactStore(settings.store_root)
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state != "recu":  # already validated (retry after a crash)
+            return StepOutcome(dossier.id, dossier.state, dossier.state not in _STOPPED)
+        coll = settings.config.collectivite(dossier.collectivite)
+        path = _original_path(store, dossier, settings.work_dir / "tmp")
+        extra_files: dict[str, bytes] = {}
+        if dossier.flow == "helios":
+            report, quality = _validate_pes(session, dossier, coll, path)
+            if quality is not None:
+                html = quality.to_html().encode("utf-8")
+                service.attach(session, store, dossier, kind="quality_report_html", name="rapport-qualite-tiers.html",
+                               data=html, media_type="text/html")
+                service.attach(session, store, dossier, kind="quality_report_json", name="rapport-qualite-tiers.json",
+                               data=quality.to_json().encode("utf-8"), media_type="application/json")
+                extra_files[".rapport-qualite.html"] = html
+        else:
+            report = _validate_acte(session, dossier, coll, path)
+        service.attach(session, store, dossier, kind="validation_report", name="rapport-validation.json",
+                       data=report.to_json().encode("utf-8"), media_type="application/json")
+        if report.ok:
+            warnings = f" ({len(report.warnings)} avertissement(s))" if report.warnings else ""
+            service.transition(session, dossier, "valide", message=f"Document valide{warnings}.",
+                               details={"warnings": [w.rule for w in report.warnings]})
+            return StepOutcome(dossier.id, "valide", True)
+        text = report.to_text()
+        service.transition(
+            session, dossier, "refuse_validation",
+            message=f"Document refusé : {len(report.errors)} erreur(s). " + "; ".join(
+                f"{f.rule} : {f.message}" for f in report.errors[:5]),
+            details={"errors": [f.rule for f in report.errors]},
+        )
+        explanation = (
+            f"Votre document « {dossier.original_name} » a été refusé par demat (dossier {dossier.id}).\n"
+            "Le fichier original est conservé à côté de ce message.\n"
+            "Corrigez les points ci-dessous puis déposez le fichier corrigé dans le même dossier.\n\n" + text
+        )
+        inbox.reject_beside(settings.inbox_root, dossier.collectivite, dossier.flow, dossier.original_name,
+                            store.get(dossier.sha256), explanation, extra_files)
+        return StepOutcome(dossier.id, "refuse_validation", False, text)
+
+
+_STOPPED = {s for s, st in states.STATES.items() if st.final}
+
+
+def _known(session, column, dossier: Dossier) -> set[str]:
+    rows = session.execute(
+        select(column).where(
+            Dossier.collectivite == dossier.collectivite, Dossier.id != dossier.id, column.is_not(None),
+            Dossier.state.not_in(["refuse_validation", "rejete_parapheur", "refuse_etat", "parapheur_expire"]),
+        )
+    ).scalars()
+    return set(rows)
+
+
+def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
+    from flows.findings import Finding
+    from flows.helios.validate import validate_pes
+
+    report = validate_pes(path, known_nomfics=_known(session, Dossier.nomfic, dossier))
+    s = report.summary
+    dossier.nomfic = s.get("nomfic")
+    dossier.montant = str(s.get("montant_total")) if s.get("montant_total") is not None else None
+    idcoll = s.get("idcoll") or ""
+    dossier.siren = idcoll[:9] or None
+    dossier.objet = f"PES {s.get('nomfic', '')} : {s.get('bordereaux', '?')} bordereau(x), {s.get('pieces', '?')} pièce(s)"
+    if idcoll and idcoll != coll.siret:
+        report.add(Finding(
+            rule="PES-COLLECTIVITE", layer="metier", place="EnTetePES/IdColl", value=idcoll,
+            message=f"Le fichier est émis pour le SIRET {idcoll}, pas pour {coll.name} ({coll.siret}).",
+            fix="Déposez le fichier dans le dossier de la collectivité émettrice, ou corrigez IdColl dans l'export.",
+        ))
+    quality = None
+    if report.ok or all(f.layer in ("metier", "qualite") for f in report.errors):
+        from flows.quality.gate import run_tiers_gate
+
+        quality = run_tiers_gate(path)
+        report.extend(quality.findings)
+    return report, quality
+
+
+def _validate_acte(session, dossier: Dossier, coll: Collectivite, path: Path) -> Report:
+    from flows.actes.validate import validate_acte_zip
+
+    report = validate_acte_zip(path, coll, known_numeros=_known(session, Dossier.numero_interne, dossier))
+    s = report.summary
+    dossier.numero_interne = s.get("numero_interne")
+    dossier.objet = s.get("objet")
+    dossier.siren = coll.siren
+    nature = s.get("nature") or ""
+    dossier.doc_type = NATURE_DOC_TYPES.get(str(nature), "autre")
+    return report
+
+
+# --------------------------------------------------------------------------------------------- parapheur
+@dataclass
+class ParapheurRequest:
+    proceed: bool
+    subject: str = ""
+    body: str = ""
+    assigned_users: list[dict] = field(default_factory=list)
+    deadline_days: int = 30
+    step_kind: str = "SIGNATURE"
+    official: str | None = None
+
+
+def parapheur_request(settings: Settings, dossier_id: str, *, operators: list[str] = ()) -> ParapheurRequest:
+    """Put the dossier in the parapheur and say who must answer, with what to show them."""
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state not in ("valide", "au_parapheur"):
+            return ParapheurRequest(proceed=False)
+        coll = settings.config.collectivite(dossier.collectivite)
+        circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
+        step = next((s for s in circuit if s.kind == "SIGNATURE"), circuit[0] if circuit else None)
+        users: list[str] = []
+        official_id = None
+        who = "l'opérateur"
+        if step is not None and step.kind == "SIGNATURE":
+            official = coll.official(step.official)
+            official_id = official.id
+            users = list(official.users)
+            who = f"{official.name} ({official.role})"
+        elif step is not None:
+            users = list(step.users)
+        users += [u for u in operators if u not in users]
+        kind = DOC_TYPE_LABELS.get(dossier.doc_type, "Document")
+        subject = f"{kind} de {coll.name} : {dossier.objet or dossier.original_name}"[:250]
+        lines = [
+            f"**Collectivité** : {coll.name}",
+            f"**Type** : {kind}",
+            f"**Objet** : {dossier.objet or '—'}",
+            f"**Fichier** : {dossier.original_name}",
+            f"**Dossier** : {dossier.id}",
+        ]
+        if dossier.montant:
+            lines.append(f"**Montant** : {dossier.montant} €")
+        if dossier.idacte or dossier.numero_interne:
+            lines.append(f"**Numéro** : {dossier.numero_interne or dossier.idacte}")
+        lines.append(f"\nSignataire attendu : {who}. En cas de rejet, indiquez le motif.")
+        if dossier.state == "valide":
+            service.transition(session, dossier, "au_parapheur",
+                               message=f"Soumis au parapheur, en attente de {who}.",
+                               details={"users": users, "step": step.kind if step else None})
+        return ParapheurRequest(
+            proceed=True, subject=subject, body="\n\n".join(lines),
+            assigned_users=[{"id": u, "name": u} for u in users],
+            deadline_days=step.deadline_days if step else 30, step_kind=step.kind if step else "VISA",
+            official=official_id,
+        )
+
+
+APPROVE = "Approuver"
+REJECT = "Rejeter"
+
+
+def record_decision(settings: Settings, dossier_id: str, decision: dict) -> StepOutcome:
+    """Apply the parapheur answer (as returned by the HITL operator) to the dossier."""
+    chosen = (decision or {}).get("chosen_options") or []
+    params = (decision or {}).get("params_input") or {}
+    responder = (decision or {}).get("responded_by_user") or {}
+    actor = responder.get("name") or responder.get("id") or "inconnu"
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state != "au_parapheur":
+            return StepOutcome(dossier.id, dossier.state, dossier.state in ("signe", "transmis"))
+        if REJECT in chosen:
+            motif = (params.get("motif") or "").strip() or "aucun motif donné"
+            service.transition(session, dossier, "rejete_parapheur", actor=actor,
+                               message=f"Rejeté au parapheur par {actor} : {motif}.",
+                               details={"motif": motif})
+            return StepOutcome(dossier.id, "rejete_parapheur", False, motif)
+        service.note(session, dossier, event="approbation", actor=actor,
+                     message=f"Approuvé au parapheur par {actor}.")
+        return StepOutcome(dossier.id, "au_parapheur", True)
+
+
+# --------------------------------------------------------------------------------------------- signature
+def sign(settings: Settings, dossier_id: str, *, actor: str) -> StepOutcome:
+    store = ArtefactStore(settings.store_root)
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state != "au_parapheur":
+            return StepOutcome(dossier.id, dossier.state, dossier.state in ("signe", "transmis"))
+        coll = settings.config.collectivite(dossier.collectivite)
+        circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
+        step = next((s for s in circuit if s.kind == "SIGNATURE"), None)
+        if dossier.flow == "helios" and step is not None:
+            from flows.signature.xades import sign_pes
+
+            official = coll.official(step.official)
+            p12 = settings.pki_dir / f"{official.certificate}.p12"
+            password = (settings.pki_dir / f"{official.certificate}.pass").read_bytes().strip()
+            signed = sign_pes(store.get(dossier.sha256), p12, password, role=official.role,
+                              place=coll.name)
+            service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
+                           data=signed, media_type="application/xml")
+            message = (f"Signé électroniquement (XAdES, un bordereau par signature) par {official.name}, "
+                       f"{official.role}, le {datetime.now(UTC):%d/%m/%Y à %H:%M} UTC.")
+            details = {"signer": official.name, "role": official.role, "official": official.id}
+        else:
+            message = f"Approuvé pour transmission par {actor} (acte transmis sans signature électronique)."
+            details = {"approver": actor}
+        service.transition(session, dossier, "signe", actor=actor, message=message, details=details)
+        return StepOutcome(dossier.id, "signe", True)
+
+
+# --------------------------------------------------------------------------------------------- transmission
+def _next_serial(session, siren: str, day: str) -> int:
+    lock(session, f"serial-{siren}-{day}")
+    row = session.get(EnvelopeSerial, (siren, day))
+    if row is None:
+        row = EnvelopeSerial(siren=siren, day=day, last=0)
+        session.add(row)
+    row.last += 1
+    session.flush()
+    return row.last
+
+
+def prepare_transmission(settings: Settings, dossier_id: str, *, trigram: str = "TDT") -> tuple[str, str] | None:
+    """Build what will be sent and record it BEFORE sending, so a retry resends the same bytes.
+
+    Returns (remote name, artefact sha256), or None when the dossier is not to be transmitted.
+    """
+    store = ArtefactStore(settings.store_root)
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state not in ("signe", "transmis"):
+            return None
+        existing = service.artefact(dossier, "transmission")
+        if existing is not None:
+            return existing.name, existing.sha256
+        coll = settings.config.collectivite(dossier.collectivite)
+        if dossier.flow == "actes":
+            from flows.actes.intake import read_submission
+            from flows.actes.transmission import build_transmission
+
+            path = _original_path(store, dossier, settings.work_dir / "tmp")
+            submission = read_submission(path)
+            day = datetime.now(UTC).strftime("%Y%m%d")
+            serial = _next_serial(session, coll.siren, day)
+            tx = build_transmission(submission, coll, serial=serial, trigram=settings.config.trigram)
+            dossier.idacte = tx.idacte
+            name, data = tx.archive_name, tx.archive_bytes
+        else:
+            signed = service.artefact(dossier, "signed")
+            data = store.get(signed.sha256 if signed else dossier.sha256)
+            name = f"{dossier.nomfic or dossier.id}.xml" if dossier.nomfic else f"{dossier.id}.xml"
+            name = "PES_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        art = service.attach(session, store, dossier, kind="transmission", name=name, data=data,
+                             media_type="application/gzip" if name.endswith(".gz") else "application/xml")
+        dossier.transmission_name = name
+        return name, art.sha256
+
+
+def mark_transmitted(settings: Settings, dossier_id: str, *, already_there: bool, counterpart: str) -> StepOutcome:
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state != "signe":
+            return StepOutcome(dossier.id, dossier.state, True)
+        dossier.transmitted_at = service.now()
+        where = "à la préfecture (@ctes)" if counterpart == "prefecture" else "à la DGFiP (Hélios)"
+        note = " (déjà présent chez le destinataire : pas de second envoi)" if already_there else ""
+        service.transition(session, dossier, "transmis", message=f"Transmis {where} : {dossier.transmission_name}{note}.",
+                           details={"name": dossier.transmission_name, "idacte": dossier.idacte})
+        return StepOutcome(dossier.id, "transmis", True)
+
+
+def transmit(settings: Settings, dossier_id: str, endpoint_factory, upload_dir: str = "depot") -> StepOutcome:
+    """Sign-then-send's second half: atomic, idempotent upload then the recorded fact."""
+    prepared = prepare_transmission(settings, dossier_id)
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id)
+        flow, state = dossier.flow, dossier.state
+    if prepared is None:
+        return StepOutcome(dossier_id, state, False)
+    if state == "transmis":
+        return StepOutcome(dossier_id, state, True)
+    name, sha = prepared
+    counterpart = "prefecture" if flow == "actes" else "dgfip"
+    data = ArtefactStore(settings.store_root).get(sha)
+    with endpoint_factory(counterpart) as ep:
+        uploaded = ep.upload_atomic(upload_dir, name, data)
+    return mark_transmitted(settings, dossier_id, already_there=not uploaded, counterpart=counterpart)
+
+
+def summary(settings: Settings, dossier_id: str) -> dict:
+    with session_scope(settings.database_url) as session:
+        d = service.get(session, dossier_id)
+        return json.loads(json.dumps({"id": d.id, "state": d.state, "label": states.label(d.state, d.flow),
+                                      "reason": d.reason}, default=str))

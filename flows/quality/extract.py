@@ -1,0 +1,221 @@
+"""Streaming extraction of every tiers occurrence of a PES_Aller into a pandas DataFrame.
+
+A PES_Aller can weigh up to ~128 MiB (mostly base64 attachments and signatures), so the tree is never
+built: lxml iterparse (hardened, through flows.xmlsafe) walks it and every finished bordereau /
+pièce / ligne / PJ subtree is freed at once, keeping memory flat whatever the file size. The frame
+has one row per `Tiers` occurrence with where it sits (flux, bordereau, exercice, pièce, ligne,
+position in the ligne, source line) and every tiers field as read: a string, "" when the element is
+there with an empty V, None when the element is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from lxml import etree
+
+from flows import xmlsafe
+from flows.findings import UnreadableFile
+
+CONTEXT_COLUMNS = ["flux", "bordereau", "exercice", "piece", "ligne", "position", "line"]
+
+INFO_TIERS_FIELDS = [
+    "IdTiers",
+    "NatIdTiers",
+    "DteIdTiers",
+    "RefTiers",
+    "CatTiers",
+    "NatJur",
+    "TypTiers",
+    "Civilite",
+    "Nom",
+    "ComplNom",
+    "Prenom",
+]
+ADRESSE_FIELDS = ["TypAdr", "Adr1", "Adr2", "Adr3", "CP", "Ville", "CodRes", "CodPays"]
+BANQUE_FIELDS = [
+    "IdPayInt",
+    "IdBancInt",
+    "CodeEtab",
+    "CodeGuic",
+    "IdCpte",
+    "CleRib",
+    "BIC",
+    "IBAN",
+    "LibBanc",
+    "TitCpte",
+]
+BLOCK_COLUMNS = ["Adresse", "CpteBancaire"]  # "1" when the block is present, None otherwise
+TIERS_FIELDS = INFO_TIERS_FIELDS + ADRESSE_FIELDS + BANQUE_FIELDS
+COLUMNS = CONTEXT_COLUMNS + TIERS_FIELDS + BLOCK_COLUMNS
+
+_BLOCKS = {
+    "InfoTiers": frozenset(INFO_TIERS_FIELDS),
+    "Adresse": frozenset(ADRESSE_FIELDS),
+    "CpteBancaire": frozenset(BANQUE_FIELDS),
+}
+_COL_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_FLUX = {"PES_DepenseAller": "depense", "PES_RecetteAller": "recette"}
+# Subtrees freed as soon as they end (with their already-processed preceding siblings).
+_FREE = frozenset(
+    {"LigneDePiece", "BlocPiece", "BlocBordereau", "Piece", "Bordereau", "PJ", "EnTetePES", "Enveloppe"}
+)
+
+
+def _local(tag: object) -> str:
+    if not isinstance(tag, str):  # comments, processing instructions
+        return ""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _free(elem: etree._Element) -> None:
+    elem.clear(keep_tail=False)
+    parent = elem.getparent()
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
+
+
+def _tiers_row(tiers: etree._Element, ctx: dict) -> list:
+    row: list = [None] * len(COLUMNS)
+    row[0] = ctx["flux"]
+    row[1] = ctx["bordereau"]
+    row[2] = ctx["exercice"]
+    row[3] = ctx["piece"]
+    row[4] = ctx["ligne"]
+    row[5] = ctx["position"]
+    row[6] = tiers.sourceline
+    for block in tiers:
+        name = _local(block.tag)
+        wanted = _BLOCKS.get(name)
+        if wanted is None:
+            continue
+        if name != "InfoTiers":
+            row[_COL_INDEX[name]] = "1"
+        for field in block:
+            fname = _local(field.tag)
+            if fname in wanted:
+                i = _COL_INDEX[fname]
+                if row[i] is None:  # first occurrence wins
+                    row[i] = field.get("V", "")
+    return row
+
+
+def iter_tiers_rows(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES):
+    """Yield one list per tiers occurrence, in COLUMNS order. Raises UnreadableFile."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"Fichier introuvable : {path}")
+    ctx: dict = dict(flux=None, bordereau=None, exercice=None, piece=None, ligne=None, position=0)
+    root_seen = False
+    try:
+        for event, elem in xmlsafe.iterparse(path, events=("start", "end"), max_bytes=max_bytes):
+            name = _local(elem.tag)
+            if event == "start":
+                if not root_seen:
+                    root_seen = True
+                    if name != "PES_Aller":
+                        raise UnreadableFile(
+                            f"Ce fichier n'est pas un PES_Aller (élément racine « {name} ») : "
+                            "le contrôle des tiers ne s'applique qu'aux flux PES_Aller."
+                        )
+                elif name in _FLUX:
+                    ctx["flux"] = _FLUX[name]
+                elif name == "Bordereau":
+                    ctx.update(bordereau=None, exercice=None, piece=None, ligne=None)
+                elif name == "Piece":
+                    ctx.update(piece=None, ligne=None)
+                elif name == "LigneDePiece":
+                    ctx.update(ligne=None, position=0)
+                continue
+            # end events
+            if name == "Tiers":
+                parent = elem.getparent()
+                if parent is not None and _local(parent.tag) == "LigneDePiece":
+                    ctx["position"] += 1
+                    yield _tiers_row(elem, ctx)
+                continue
+            if name in ("IdBord", "Exer", "IdPce", "IdLigne"):
+                parent = elem.getparent()
+                pname = _local(parent.tag) if parent is not None else ""
+                if name == "IdBord" and pname == "BlocBordereau":
+                    ctx["bordereau"] = elem.get("V")
+                elif name == "Exer" and pname == "BlocBordereau":
+                    ctx["exercice"] = elem.get("V")
+                elif name == "IdPce" and pname == "InfoPce":
+                    ctx["piece"] = elem.get("V")
+                elif name == "IdLigne" and pname in ("InfoLignePce", "InfoLignePiece"):
+                    ctx["ligne"] = elem.get("V")
+            elif name in _FREE or name == "Signature":
+                _free(elem)
+    except xmlsafe.UnsafeXML as exc:
+        raise UnreadableFile(str(exc)) from exc
+    except etree.XMLSyntaxError as exc:
+        raise UnreadableFile(f"Le fichier n'est pas un XML bien formé : {exc}") from exc
+    if not root_seen:
+        raise UnreadableFile("Le fichier est vide ou ne contient aucun élément XML.")
+
+
+def extract_tiers(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """One row per tiers occurrence of a PES_Aller, columns COLUMNS (object dtype, None when absent)."""
+    rows = list(iter_tiers_rows(path, max_bytes=max_bytes))
+    return frame_from_rows(rows)
+
+
+def frame_from_rows(rows: list[list]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+    df["position"] = df["position"].astype("int64")
+    return df
+
+
+def empty_frame() -> pd.DataFrame:
+    return frame_from_rows([])
+
+
+# --------------------------------------------------------------------------- vectorised helpers
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    s = df[name].astype(object)
+    return s.where(s.notna(), None)
+
+
+def place_labels(df: pd.DataFrame) -> pd.Series:
+    """French location of each occurrence: "bordereau 12 (2024) / pièce 3 / ligne 1" (+ " / tiers 2"
+    when a recette ligne carries several tiers)."""
+    bord = _col(df, "bordereau").fillna("?")
+    exer = _col(df, "exercice")
+    label = "bordereau " + bord.astype(str)
+    label = label.where(exer.isna(), label + " (" + exer.fillna("").astype(str) + ")")
+    label = label + " / pièce " + _col(df, "piece").fillna("?").astype(str)
+    label = label + " / ligne " + _col(df, "ligne").fillna("?").astype(str)
+    pos = df["position"].astype("int64")
+    return label.where(pos <= 1, label + " / tiers " + pos.astype(str))
+
+
+def tiers_keys(df: pd.DataFrame) -> pd.Series:
+    """A key identifying the same tiers across the file: its national identifier (NatIdTiers:IdTiers)
+    when given, else the ordonnateur's RefTiers, else the name and postal code."""
+    ident = _col(df, "IdTiers").str.strip()
+    nat = _col(df, "NatIdTiers").fillna("")
+    ref = _col(df, "RefTiers").str.strip()
+    nom = _col(df, "Nom").fillna("").str.strip().str.upper() + "|" + _col(df, "CP").fillna("")
+    key = "NOM:" + nom
+    key = key.where(ref.isna() | (ref == ""), "REF:" + ref.fillna(""))
+    key = key.where(ident.isna() | (ident == ""), "ID:" + nat + ":" + ident.fillna(""))
+    return key
+
+
+def bank_signatures(df: pd.DataFrame) -> pd.Series:
+    """The bank account of each occurrence, normalised (IBAN, else the 4 RIB parts), None if none."""
+    iban = _col(df, "IBAN").str.replace(" ", "", regex=False).str.upper()
+    rib = (
+        _col(df, "CodeEtab").fillna("")
+        + _col(df, "CodeGuic").fillna("")
+        + _col(df, "IdCpte").fillna("")
+        + _col(df, "CleRib").fillna("")
+    ).str.upper()
+    sig = rib.where(rib != "", None)
+    sig = ("IBAN " + iban).where(iban.notna() & (iban != ""), "RIB " + sig.fillna(""))
+    return sig.where(sig != "RIB ", None)

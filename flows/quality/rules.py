@@ -1,0 +1,444 @@
+"""The tiers rules Hélios enforces, declared once as data and run by two engines.
+
+Each Rule is "column X must satisfy K (when conditions C hold)". The Great Expectations engine
+(flows.quality.gate) turns every rule into one expectation with a row condition; the plain pandas
+engine (flows.quality.plain) turns it into a boolean mask. Checks that are not column-local (keys,
+cross-field completeness, consistency across the file) are computed once by `prepare()` as boolean
+columns `ok_*`, which both engines then check with the same rule.
+
+Sources: FACTS.md §2 "Tiers rules that make Hélios reject a bordereau" and the annotations of the
+official XSD PES v5.30 (Class_TiersDepense, Class_TiersRecette, Class_Adresse, Class_Bancaire).
+Editable data: schemas/quality/catjur_pairs.csv (CatTiers/NatJur pairs) and schemas/quality/rules.yaml.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+
+from flows.quality import checks
+from flows.quality.extract import bank_signatures, tiers_keys
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "quality"
+
+Severity = Literal["blocking", "warning"]
+Kind = Literal["not_null", "null", "regex", "not_regex", "max_len", "in_set", "not_in_set", "true"]
+
+CAT_TIERS = ["01"] + [str(i) for i in range(20, 30)] + ["50"] + [str(i) for i in range(60, 66)]
+CAT_TIERS += [str(i) for i in range(70, 75)]
+NAT_JUR = [f"{i:02d}" for i in range(1, 12)]
+NAT_ID_TIERS = [f"{i:02d}" for i in range(1, 13)]
+BIC_RE = r"[A-Z]{6}[A-Z2-9][A-NP-Z0-9](?:[A-Z0-9]{3})?"
+
+
+@dataclass(frozen=True)
+class Cond:
+    """One conjunct of a rule's applicability: column <op> value (ops: ==, !=, in, not in,
+    notnull, isnull). Conditions of a rule are AND-ed."""
+
+    column: str
+    op: str
+    value: Any = None
+
+    def mask(self, df: pd.DataFrame) -> pd.Series:
+        s = df[self.column]
+        if self.op == "==":
+            return (s == self.value).fillna(False).astype(bool)
+        if self.op == "!=":
+            return (s != self.value).astype(bool)
+        if self.op == "in":
+            return s.isin(list(self.value))
+        if self.op == "not in":
+            return ~s.isin(list(self.value))
+        if self.op == "notnull":
+            return s.notna()
+        if self.op == "isnull":
+            return s.isna()
+        raise ValueError(f"opérateur inconnu {self.op}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    severity: Severity
+    column: str  # the column the expectation runs on
+    kind: Kind
+    message: str  # French: what is wrong
+    fix: str  # French: how to correct it
+    param: Any = None  # regex, max length or value set
+    when: tuple[Cond, ...] = ()
+    value_column: str | None = None  # column whose value is shown to the agent (default: column)
+    family: str = "identification"
+
+    @property
+    def shown(self) -> str:
+        return self.value_column or self.column
+
+    def failing(self, df: pd.DataFrame) -> pd.Series:
+        """Boolean mask of the occurrences violating the rule (the plain-pandas semantics, which
+        mirror GE's: map expectations other than not_null/null ignore missing values)."""
+        s = df[self.column]
+        present = s.notna()
+        if self.kind == "not_null":
+            bad = ~present
+        elif self.kind == "null":
+            bad = present
+        elif self.kind == "regex":
+            bad = present & ~s.astype(object).str.contains(self.param, regex=True, na=False).astype(bool)
+        elif self.kind == "not_regex":
+            bad = present & s.astype(object).str.contains(self.param, regex=True, na=False).astype(bool)
+        elif self.kind == "max_len":
+            bad = present & (s.astype(object).str.len() > self.param).fillna(False).astype(bool)
+        elif self.kind == "in_set":
+            bad = present & ~s.isin(list(self.param))
+        elif self.kind == "not_in_set":
+            bad = present & s.isin(list(self.param))
+        elif self.kind == "true":
+            bad = present & (s != True)  # noqa: E712  (object/bool column: compare to the literal)
+        else:  # pragma: no cover - guarded by Kind
+            raise ValueError(self.kind)
+        for cond in self.when:
+            bad &= cond.mask(df)
+        return bad.astype(bool)
+
+
+# --------------------------------------------------------------------------- editable data
+
+
+@lru_cache(maxsize=4)
+def load_params(data_dir: Path = DATA_DIR) -> dict:
+    params = yaml.safe_load((data_dir / "rules.yaml").read_text(encoding="utf-8")) or {}
+    params.setdefault("iban_pays_domestiques", ["FR", "MC"])
+    params.setdefault("civilites_obsoletes", [])
+    params["severites"] = params.get("severites") or {}
+    return params
+
+
+@lru_cache(maxsize=4)
+def load_catjur_pairs(data_dir: Path = DATA_DIR) -> frozenset[str]:
+    """Allowed pairs as "CatTiers/NatJur" strings."""
+    with (data_dir / "catjur_pairs.csv").open(encoding="utf-8", newline="") as fh:
+        return frozenset(
+            f"{row['CatTiers'].strip()}/{row['NatJur'].strip()}"
+            for row in csv.DictReader(fh)
+            if row.get("CatTiers") and row.get("NatJur")
+        )
+
+
+# --------------------------------------------------------------------------- derived columns
+
+
+def _obj(s: pd.Series) -> pd.Series:
+    s = s.astype(object)
+    return s.where(s.notna(), None)
+
+
+def _blank_to_none(s: pd.Series) -> pd.Series:
+    s = _obj(s)
+    blank = s.notna() & (s.str.strip() == "")
+    return s.where(~blank, None)
+
+
+def _id_format_valid(nat: pd.Series, ident: pd.Series) -> pd.Series:
+    """Lengths of the identifiers Hélios does not key-check (XSD annotation of IdTiers)."""
+    patterns = {
+        "05": r"[A-Za-z0-9]{4,18}",  # TVA intracommunautaire
+        "06": r".{1,18}",  # hors UE
+        "07": r"[A-Za-z0-9]{9}",  # TAHITI
+        "08": r"[0-9]{9,10}",  # RIDET
+        "09": r".{1,80}",  # en cours d'immatriculation
+        "10": r"FRWF.{0,14}",  # FRWF
+        "11": r"[0-9]{5}.{0,75}",  # IREP
+        "12": r"[0-9]{13}",  # NFP
+    }
+    out = pd.Series(True, index=ident.index)
+    for code, pattern in patterns.items():
+        sel = nat == code
+        if sel.any():
+            out[sel] = ident[sel].str.fullmatch(pattern, na=False).astype(bool).to_numpy()
+    return out
+
+
+def prepare(df: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    """The frame both engines validate: tiers fields with blank values as absent (Hélios treats
+    an empty V like a missing element) plus the derived `ok_*` / helper columns."""
+    params = params or load_params()
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        if col in ("position", "line"):
+            out[col] = df[col]
+        elif col in ("flux", "bordereau", "exercice", "piece", "ligne"):
+            out[col] = _obj(df[col])
+        else:
+            out[col] = _blank_to_none(df[col])
+
+    nat, ident = out["NatIdTiers"], out["IdTiers"]
+    ident_s = ident.fillna("")
+    out["ok_siret"] = checks.siret_valid(ident_s.where(nat == "01", ""))
+    out["ok_siren"] = checks.siren_valid(ident_s.where(nat == "02", ""))
+    out["ok_finess"] = checks.finess_valid(ident_s.where(nat == "03", ""))
+    out["ok_nir"] = checks.nir_valid(ident_s.where(nat == "04", ""))
+    out["ok_idformat"] = _id_format_valid(nat, ident)
+
+    both = out["CatTiers"].notna() & out["NatJur"].notna()
+    out["CatNat"] = (out["CatTiers"].fillna("") + "/" + out["NatJur"].fillna("")).where(both, None)
+
+    out["has_adresse"] = out["Adresse"].notna()
+    out["has_cpte"] = out["CpteBancaire"].notna()
+    rib_cols = ["CodeEtab", "CodeGuic", "IdCpte", "CleRib"]
+    out["has_rib"] = out[rib_cols].notna().any(axis=1)
+    rib_complete = out[rib_cols].notna().all(axis=1)
+    out["ok_cpte_complet"] = rib_complete | (out["IBAN"].notna() & ~out["has_rib"])
+    out["ok_rib_format"] = checks.rib_format_valid(*(out[c] for c in rib_cols))
+    out["ok_rib"] = checks.rib_valid(*(out[c] for c in rib_cols))
+    iban_up = out["IBAN"].str.upper()
+    out["ok_iban"] = checks.iban_valid(iban_up)
+    out["ok_iban_rib"] = checks.iban_rib_valid(iban_up)
+    domestic = [str(c).upper() for c in params["iban_pays_domestiques"]]
+    out["iban_etranger"] = out["IBAN"].notna() & ~iban_up.str[:2].isin(domestic)
+
+    key = tiers_keys(out)
+    out["tiers_key"] = key
+    has_id = key.str.startswith("ID:") | key.str.startswith("REF:")
+    sig = bank_signatures(out)
+    out["bank_sig"] = sig
+    grouped = pd.DataFrame({"k": key.where(has_id, None), "sig": sig})
+    n_sig = grouped.groupby("k", dropna=True)["sig"].transform("nunique")
+    out["ok_coherence_banque"] = ~((n_sig > 1) & sig.notna()).fillna(False).astype(bool)
+    nom = out["Nom"].str.strip().str.upper()
+    n_nom = pd.DataFrame({"k": key.where(key.str.startswith("ID:"), None), "n": nom}).groupby("k")["n"]
+    out["ok_coherence_nom"] = ~(n_nom.transform("nunique") > 1).fillna(False).astype(bool)
+    return out
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def build_rules(params: dict | None = None, pairs: frozenset[str] | None = None) -> list[Rule]:
+    params = params or load_params()
+    pairs = pairs if pairs is not None else load_catjur_pairs()
+    B, W = "blocking", "warning"
+    nn = Cond
+    rules = [
+        # ---- identification
+        Rule("TIERS-NATIDTIERS-VALEUR", B, "NatIdTiers", "in_set",
+             "Le type d'identifiant du tiers (NatIdTiers) est inconnu.",
+             "Utiliser un code de 01 à 12 (01 SIRET, 02 SIREN, 03 FINESS, 04 NIR, 05 TVA intracommunautaire, 06 hors UE, ...).",
+             param=NAT_ID_TIERS),
+        Rule("TIERS-IDTIERS-ABSENT", B, "IdTiers", "not_null",
+             "Le type d'identifiant (NatIdTiers) est renseigné mais l'identifiant du tiers (IdTiers) est absent.",
+             "Saisir l'identifiant (SIRET, SIREN, ...) correspondant au type choisi, ou retirer NatIdTiers.",
+             when=(nn("NatIdTiers", "notnull"),), value_column="NatIdTiers"),
+        Rule("TIERS-NATIDTIERS-ABSENT", W, "NatIdTiers", "not_null",
+             "L'identifiant du tiers (IdTiers) est renseigné sans son type (NatIdTiers) : Hélios ne peut pas le contrôler.",
+             "Préciser le type d'identifiant : 01 pour un SIRET (14 chiffres), 02 pour un SIREN (9 chiffres), ...",
+             when=(nn("IdTiers", "notnull"),), value_column="IdTiers"),
+        Rule("TIERS-SIRET", B, "ok_siret", "true",
+             "Le SIRET du tiers est invalide (14 chiffres et clé de contrôle attendus).",
+             "Vérifier le SIRET sur l'avis de situation SIRENE ou annuaire-entreprises.data.gouv.fr et corriger la fiche tiers.",
+             when=(nn("NatIdTiers", "==", "01"), nn("IdTiers", "notnull")), value_column="IdTiers"),
+        Rule("TIERS-SIREN", B, "ok_siren", "true",
+             "Le SIREN du tiers est invalide (9 chiffres et clé de contrôle attendus).",
+             "Vérifier le SIREN sur annuaire-entreprises.data.gouv.fr et corriger la fiche tiers.",
+             when=(nn("NatIdTiers", "==", "02"), nn("IdTiers", "notnull")), value_column="IdTiers"),
+        Rule("TIERS-FINESS", B, "ok_finess", "true",
+             "Le numéro FINESS du tiers est invalide (9 caractères et clé de contrôle attendus).",
+             "Vérifier le numéro FINESS géographique sur finess.esante.gouv.fr et corriger la fiche tiers.",
+             when=(nn("NatIdTiers", "==", "03"), nn("IdTiers", "notnull")), value_column="IdTiers"),
+        Rule("TIERS-NIR", B, "ok_nir", "true",
+             "Le NIR (numéro de sécurité sociale) du tiers est invalide (15 caractères, clé comprise).",
+             "Reprendre les 13 chiffres et la clé à 2 chiffres figurant sur l'attestation de droits du tiers.",
+             when=(nn("NatIdTiers", "==", "04"), nn("IdTiers", "notnull")), value_column="IdTiers"),
+        Rule("TIERS-IDTIERS-FORMAT", B, "ok_idformat", "true",
+             "La longueur ou la forme de l'identifiant ne correspond pas à son type (NatIdTiers 05 à 12).",
+             "TVA : 4 à 18 caractères ; hors UE : 18 au plus ; TAHITI : 9 ; RIDET : 9 ou 10 chiffres ; "
+             "FRWF : commence par FRWF ; IREP : commence par 5 chiffres ; NFP : 13 chiffres.",
+             when=(nn("NatIdTiers", "in", NAT_ID_TIERS[4:]), nn("IdTiers", "notnull")), value_column="IdTiers"),
+        Rule("TIERS-IDTIERS-PERSONNE", B, "NatIdTiers", "not_in_set",
+             "Un NIR, un IREP ou un NFP n'est admis que pour une personne physique (CatTiers 01).",
+             "Utiliser le SIRET ou le SIREN de la personne morale, ou corriger la catégorie du tiers.",
+             param=["04", "11", "12"], when=(nn("CatTiers", "!=", "01"),)),
+        # ---- catégorie et nature juridique
+        Rule("TIERS-CATTIERS-ABSENT", B, "CatTiers", "not_null",
+             "La catégorie du tiers (CatTiers) est absente.",
+             "Renseigner la catégorie : 01 personne physique, 50 personne morale de droit privé, 23 commune, ...",
+             family="categorie"),
+        Rule("TIERS-CATTIERS-VALEUR", B, "CatTiers", "in_set",
+             "La catégorie du tiers (CatTiers) n'existe pas.",
+             "Valeurs admises : 01, 20 à 29, 50, 60 à 65, 70 à 74.",
+             param=CAT_TIERS, family="categorie"),
+        Rule("TIERS-NATJUR-ABSENT", B, "NatJur", "not_null",
+             "La nature juridique du tiers (NatJur) est absente.",
+             "Renseigner la nature juridique : 01 particulier, 03 société, 06 association, 09 collectivité territoriale, ...",
+             family="categorie"),
+        Rule("TIERS-NATJUR-VALEUR", B, "NatJur", "in_set",
+             "La nature juridique du tiers (NatJur) n'existe pas.",
+             "Valeurs admises : 01 à 11.",
+             param=NAT_JUR, family="categorie"),
+        Rule("TIERS-CATNAT", B, "CatNat", "in_set",
+             "Le couple catégorie / nature juridique du tiers n'est pas admis par Hélios (annexe 3).",
+             "Choisir une nature juridique compatible avec la catégorie (ex. 01/01 particulier, 50/03 société, "
+             "22/09 département) ; la table des couples est dans schemas/quality/catjur_pairs.csv.",
+             param=sorted(pairs),
+             when=(nn("CatTiers", "in", CAT_TIERS), nn("NatJur", "in", NAT_JUR)), family="categorie"),
+        Rule("TIERS-CIVILITE-ABSENTE", B, "Civilite", "not_null",
+             "La civilité est obligatoire pour une personne physique (CatTiers 01).",
+             "Saisir la civilité du tiers (M., Mme).",
+             when=(nn("CatTiers", "==", "01"),), family="categorie"),
+        Rule("TIERS-CIVILITE-INTERDITE", B, "Civilite", "null",
+             "La civilité n'est admise que pour une personne physique (CatTiers 01).",
+             "Retirer la civilité de la fiche de cette personne morale, ou corriger sa catégorie.",
+             when=(nn("CatTiers", "notnull"), nn("CatTiers", "!=", "01")), family="categorie"),
+        Rule("TIERS-CIVILITE-OBSOLETE", W, "Civilite", "not_in_set",
+             "La civilité « Mademoiselle » n'existe plus et ne doit plus être utilisée.",
+             "Remplacer par « Mme ».",
+             param=sorted({v for c in params["civilites_obsoletes"] for v in (str(c), str(c).capitalize(), str(c).lower())}),
+             family="categorie"),
+        Rule("TIERS-CIVILITE-LONGUEUR", B, "Civilite", "max_len",
+             "La civilité dépasse 10 caractères.", "Abréger la civilité (M., Mme, Dr, ...).",
+             param=10, family="categorie"),
+        Rule("TIERS-PRENOM-ABSENT", B, "Prenom", "not_null",
+             "Le prénom est obligatoire pour une personne physique (CatTiers 01).",
+             "Saisir le prénom du tiers.",
+             when=(nn("CatTiers", "==", "01"),), family="categorie"),
+        Rule("TIERS-PRENOM-INTERDIT", B, "Prenom", "null",
+             "Le prénom n'est admis que pour une personne physique (CatTiers 01).",
+             "Retirer le prénom de la fiche de cette personne morale (le mettre au besoin dans le complément de nom).",
+             when=(nn("CatTiers", "notnull"), nn("CatTiers", "!=", "01")), family="categorie"),
+        # ---- nom
+        Rule("TIERS-NOM-ABSENT", B, "Nom", "not_null",
+             "Le nom ou la raison sociale du tiers est absent.", "Saisir le nom ou la raison sociale.", family="nom"),
+        Rule("TIERS-NOM-LONGUEUR", B, "Nom", "max_len",
+             "Le nom du tiers dépasse 38 caractères (norme postale).",
+             "Raccourcir le nom à 38 caractères et reporter la suite dans le complément de nom (ComplNom).",
+             param=38, family="nom"),
+        Rule("TIERS-COMPLNOM-LONGUEUR", B, "ComplNom", "max_len",
+             "Le complément de nom dépasse 38 caractères (norme postale).", "Raccourcir à 38 caractères.",
+             param=38, family="nom"),
+        Rule("TIERS-PRENOM-LONGUEUR", B, "Prenom", "max_len",
+             "Le prénom dépasse 38 caractères (norme postale).", "Raccourcir à 38 caractères.",
+             param=38, family="nom"),
+        # ---- adresse
+        Rule("TIERS-ADRESSE-ABSENTE", B, "Adresse", "not_null",
+             "Un tiers de titre de recette doit avoir une adresse.",
+             "Compléter l'adresse du débiteur dans sa fiche tiers.",
+             when=(nn("flux", "==", "recette"),), value_column="Nom", family="adresse"),
+        Rule("TIERS-ADRESSE-MANQUANTE", W, "Adresse", "not_null",
+             "Le tiers n'a pas d'adresse : Hélios ne pourra pas le créer s'il ne le connaît pas déjà.",
+             "Compléter l'adresse du créancier dans sa fiche tiers.",
+             when=(nn("flux", "!=", "recette"),), value_column="Nom", family="adresse"),
+        Rule("TIERS-ADR2-ABSENTE", B, "Adr2", "not_null",
+             "La ligne d'adresse principale (numéro et voie, Adr2) est absente.",
+             "Saisir le numéro et le nom de la voie (ou le lieu-dit) dans la ligne Adr2.",
+             when=(nn("has_adresse", "==", True),), family="adresse"),
+        *(
+            Rule(f"TIERS-{c.upper()}-LONGUEUR", B, c, "max_len",
+                 f"La ligne d'adresse {c} dépasse 38 caractères (norme postale).",
+                 "Raccourcir la ligne à 38 caractères ou répartir l'adresse sur Adr1, Adr2, Adr3.",
+                 param=38, family="adresse")
+            for c in ("Adr1", "Adr2", "Adr3")
+        ),
+        Rule("TIERS-CP-ABSENT", B, "CP", "not_null",
+             "Le code postal est absent.", "Saisir le code postal sur 5 chiffres (99999 pour un tiers à l'étranger).",
+             when=(nn("has_adresse", "==", True),), family="adresse"),
+        Rule("TIERS-CP-FORMAT", B, "CP", "regex",
+             "Le code postal doit comporter exactement 5 chiffres.",
+             "Saisir les 5 chiffres (ex. 01000, pas 1000) ; pour un tiers à l'étranger, mettre 99999 et "
+             "le code postal étranger dans la ville.",
+             param=r"^[0-9]{5}$", family="adresse"),
+        Rule("TIERS-CP-ETRANGER", W, "CP", "in_set",
+             "Tiers non résident (CodRes=1) : le code postal attendu est 99999.",
+             "Mettre 99999 dans le code postal et le code postal étranger dans la ville.",
+             param=["99999"], when=(nn("CodRes", "==", "1"),), family="adresse"),
+        Rule("TIERS-VILLE-ABSENTE", B, "Ville", "not_null",
+             "La ville est absente.", "Saisir la localité (ou le libellé CEDEX).",
+             when=(nn("has_adresse", "==", True),), family="adresse"),
+        Rule("TIERS-VILLE-LONGUEUR", B, "Ville", "max_len",
+             "La ville dépasse 38 caractères (norme postale).", "Abréger le nom de la localité à 38 caractères.",
+             param=38, family="adresse"),
+        Rule("TIERS-CODRES-ABSENT", B, "CodRes", "not_null",
+             "Le code résidence (CodRes) est absent.", "Mettre 0 pour un tiers résidant en France, 1 sinon.",
+             when=(nn("has_adresse", "==", True),), family="adresse"),
+        Rule("TIERS-CODRES-VALEUR", B, "CodRes", "in_set",
+             "Le code résidence (CodRes) doit valoir 0 (résident) ou 1 (non résident).",
+             "Mettre 0 pour un tiers résidant en France, 1 sinon.", param=["0", "1"], family="adresse"),
+        Rule("TIERS-CODPAYS-ABSENT", B, "CodPays", "not_null",
+             "Tiers non résident (CodRes=1) sans code pays.",
+             "Saisir le code pays INSEE à 3 chiffres (ex. 109 Allemagne, 131 Belgique).",
+             when=(nn("CodRes", "==", "1"),), family="adresse"),
+        Rule("TIERS-CODPAYS-FORMAT", B, "CodPays", "regex",
+             "Le code pays doit être le code INSEE à 3 chiffres.", "Saisir le code pays INSEE (ex. 109, 131).",
+             param=r"^[0-9]{3}$", family="adresse"),
+        Rule("TIERS-CODPAYS-RESIDENT", B, "CodPays", "in_set",
+             "Tiers résident (CodRes=0) : le code pays doit être absent ou valoir 100 (France).",
+             "Retirer le code pays, ou passer CodRes à 1 si le tiers réside à l'étranger.",
+             param=["100"], when=(nn("CodRes", "==", "0"),), family="adresse"),
+        # ---- banque
+        Rule("TIERS-BANQUE-INCOMPLET", B, "ok_cpte_complet", "true",
+             "Coordonnées bancaires incomplètes : il faut soit un RIB complet (banque, guichet, compte, clé), soit un IBAN.",
+             "Compléter les 4 zones du RIB, ou les remplacer par l'IBAN (et le BIC) du relevé d'identité bancaire.",
+             when=(nn("has_cpte", "==", True),), value_column="bank_sig", family="banque"),
+        Rule("TIERS-RIB-FORMAT", B, "ok_rib_format", "true",
+             "RIB mal formé : code banque 5 caractères, code guichet 5, numéro de compte 11, clé 2 chiffres.",
+             "Recopier le RIB exactement, zéros de tête compris (ex. guichet 00866).",
+             when=(nn("has_cpte", "==", True), nn("has_rib", "==", True)), value_column="bank_sig", family="banque"),
+        Rule("TIERS-RIB-CLE", B, "ok_rib", "true",
+             "La clé RIB ne correspond pas au code banque, au guichet et au numéro de compte.",
+             "Vérifier le RIB sur le relevé d'identité bancaire du tiers (une erreur de recopie est probable).",
+             when=(nn("ok_rib_format", "==", True),), value_column="bank_sig", family="banque"),
+        Rule("TIERS-IBAN-MAJUSCULES", B, "IBAN", "not_regex",
+             "L'IBAN contient des minuscules : Hélios rejette alors tout le fichier.",
+             "Saisir l'IBAN en majuscules, sans espace.", param=r"[a-z]", family="banque"),
+        Rule("TIERS-IBAN-INVALIDE", B, "ok_iban", "true",
+             "L'IBAN est invalide (longueur du pays, structure ou clé de contrôle ISO 13616).",
+             "Recopier l'IBAN du relevé d'identité bancaire, sans espace ; la clé (3e et 4e caractères) doit correspondre.",
+             when=(nn("IBAN", "notnull"),), value_column="IBAN", family="banque"),
+        Rule("TIERS-IBAN-CLE-RIB", W, "ok_iban_rib", "true",
+             "La clé RIB contenue dans cet IBAN français est incohérente.",
+             "Vérifier l'IBAN auprès du tiers (les deux derniers chiffres sont la clé RIB).",
+             when=(nn("ok_iban", "==", True),), value_column="IBAN", family="banque"),
+        Rule("TIERS-BIC-MAJUSCULES", B, "BIC", "not_regex",
+             "Le BIC contient des minuscules : Hélios rejette alors tout le fichier.",
+             "Saisir le BIC en majuscules.", param=r"[a-z]", family="banque"),
+        Rule("TIERS-BIC-FORMAT", B, "BIC", "regex",
+             "Le BIC doit comporter 8 ou 11 caractères (banque, pays, localité, agence).",
+             "Recopier le BIC du relevé d'identité bancaire (ex. SOGEFRPP ou SOGEFRPPXXX).",
+             param=rf"^(?i:{BIC_RE})$", family="banque"),
+        Rule("TIERS-BIC-ABSENT", B, "BIC", "not_null",
+             "Le BIC est obligatoire pour un compte domicilié à l'étranger.",
+             "Saisir le BIC de la banque étrangère figurant sur le relevé d'identité bancaire.",
+             when=(nn("iban_etranger", "==", True),), value_column="IBAN", family="banque"),
+        Rule("TIERS-TITCPTE-ABSENT", B, "TitCpte", "not_null",
+             "Le titulaire du compte (TitCpte) est absent.",
+             "Saisir le nom du titulaire tel qu'il figure sur le relevé d'identité bancaire.",
+             when=(nn("has_cpte", "==", True),), value_column="Nom", family="banque"),
+        Rule("TIERS-TITCPTE-LONGUEUR", B, "TitCpte", "max_len",
+             "Le titulaire du compte dépasse 32 caractères.", "Abréger le nom du titulaire à 32 caractères.",
+             param=32, family="banque"),
+        # ---- cohérence dans le fichier
+        Rule("TIERS-COHERENCE-BANQUE", W, "ok_coherence_banque", "true",
+             "Le même tiers apparaît avec des coordonnées bancaires différentes dans ce fichier.",
+             "Vérifier le compte à payer : un changement de RIB non vérifié est un risque de fraude.",
+             value_column="bank_sig", family="coherence"),
+        Rule("TIERS-COHERENCE-NOM", W, "ok_coherence_nom", "true",
+             "Le même identifiant de tiers apparaît sous des noms différents dans ce fichier.",
+             "Vérifier qu'il s'agit bien du même tiers et harmoniser le nom.",
+             value_column="Nom", family="coherence"),
+    ]
+    overrides = params.get("severites") or {}
+    out = []
+    for r in rules:
+        sev = overrides.get(r.code)
+        if sev == "off":
+            continue
+        if sev in ("blocking", "warning"):
+            r = Rule(**{**r.__dict__, "severity": sev})
+        out.append(r)
+    return out
+

@@ -1,0 +1,218 @@
+"""The préfecture (contrôle de légalité, @ctes) as the platform sees it through SFTP.
+
+Receives TDT-EACT--SIREN--AAAAMMJJ-n.tar.gz archives in depot/, answers tar.gz archives in
+retour/ (see simulators.actes_wire for names and codes):
+- Acte (1-1): AnomalieEnveloppe when the archive or envelope is broken; AnomalieActe (1-3) when
+  the acte is invalid (schema via flows.actes when available, else structural checks; date in
+  the future, NumeroInterne, Objet, nature, classification date, missing files, IDActe already
+  transmitted); otherwise ARActe (1-2). `refuse_rate` turns a valid acte into an AnomalieActe;
+  `later_rate` adds, after `later_delay`, a CourrierSimple (2-1), DemandePieceComplementaire
+  (3-1) or LettreObservations (4-1).
+- Annulation (6-1) -> ARAnnulation (6-2); DemandeClassification (7-1) -> RetourClassification
+  (7-2); RefusPieceComplementaire / PieceComplementaire (3-3 / 3-4) -> ARPieceComplementaire
+  (3-5); RejetLettreObservations / ReponseLettreObservations (4-3 / 4-4) ->
+  ARReponseRejetLettreObservations (4-5); ReponseCourrierSimple (2-2) and the collectivité's ARs
+  (3-2, 4-2) are recorded without answer.
+
+Anomaly natures used by this simulator (the official list is not public; keep them as data):
+AnomalieActe 001 invalid acte, 002 classification not current, 003 IDActe already
+transmitted, 004 announced file missing, 005 refused (simulated odds);
+AnomalieEnveloppe 001 unreadable archive, 002 envelope, 003 announced form missing,
+004 unreadable form, 100 unknown message.
+
+Settings.extra: `classification_date` (ISO date; the acte's ClassificationDateVersion must equal
+it; None = not checked).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date
+
+from lxml import etree
+
+from simulators import actes_wire as W
+from simulators.counterparts import Decision, Incoming, Reply
+
+log = logging.getLogger(__name__)
+
+NUMERO_RE = re.compile(r"^([A-Z0-9][A-Z0-9_]{0,13})?[A-Z0-9]$")
+NATURE_ABBR = {"1": "DE", "2": "AR", "3": "AI", "4": "CC", "5": "BF", "6": "AU"}
+LATER_KINDS = ("CourrierSimple", "DemandePieceComplementaire", "LettreObservations")
+AR_FOR = {
+    "RefusPieceComplementaire": "ARPieceComplementaire",
+    "PieceComplementaire": "ARPieceComplementaire",
+    "RejetLettreObservations": "ARReponseRejetLettreObservations",
+    "ReponseLettreObservations": "ARReponseRejetLettreObservations",
+}
+NO_ANSWER = {"ReponseCourrierSimple", "ARDemandePieceComplementaire", "ARLettreObservations"}
+
+
+# -- adapters to flows.actes (lazy: the simulator runs even if that module is not ready) -------
+
+
+def schema_problems(message: etree._Element) -> list[str] | None:
+    """XSD errors from flows.actes (project schema), or None if it is not available."""
+    try:
+        from flows.actes.xmlutil import schema_errors
+    except ImportError:
+        return None
+    try:
+        return schema_errors(message)
+    except (OSError, etree.XMLSchemaParseError) as exc:  # schema not ready yet
+        log.warning("schéma @ctes du projet indisponible (%s) : contrôles structurels seulement", exc)
+        return None
+
+
+def retour_classification(day: date) -> bytes:
+    try:
+        from flows.actes.classification import build_retour_classification, national_default
+    except ImportError:
+        return W.build_retour_classification_minimal(day)
+    return build_retour_classification(national_default(day))
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def structural_problems(acte: etree._Element) -> list[str]:
+    problems = []
+    for a in ("Date", "NumeroInterne", "CodeNatureActe"):
+        if not W.attr(acte, a):
+            problems.append(f"attribut actes:{a} absent")
+    for el in ("CodeMatiere1", "CodeMatiere2", "Objet", "ClassificationDateVersion", "Document"):
+        if acte.find(W.q(el)) is None:
+            problems.append(f"élément actes:{el} absent")
+    return problems
+
+
+def acte_problems(r: W.Received, today: date, classification: date | None) -> list[tuple[str, str]]:
+    """(AnomalieActe nature, French detail) for every fault; empty when the acte is acceptable."""
+    acte = r.message
+    assert acte is not None
+    found: list[tuple[str, str]] = []
+    xsd = schema_problems(acte)
+    for p in (xsd if xsd is not None else structural_problems(acte))[:5]:
+        found.append(("001", f"Formulaire non conforme : {p}"))
+    try:
+        decided = date.fromisoformat(W.attr(acte, "Date"))
+        if decided > today:
+            found.append(("001", f"La date de décision {decided.isoformat()} est dans le futur."))
+    except ValueError:
+        found.append(("001", f"Date de décision illisible : « {W.attr(acte, 'Date')} »."))
+    numero = W.attr(acte, "NumeroInterne")
+    if not NUMERO_RE.match(numero):
+        found.append(("001", f"Numéro interne « {numero} » non conforme (majuscules, chiffres, _ ; 15 caractères au plus)."))
+    objet = (acte.findtext(W.q("Objet")) or "").strip()
+    if not objet or len(objet) > 499 or "\n" in objet:
+        found.append(("001", "Objet absent, de plus de 499 caractères ou sur plusieurs lignes."))
+    nature = NATURE_ABBR.get(W.attr(acte, "CodeNatureActe"))
+    if nature is None:
+        found.append(("001", f"Code nature d'acte inconnu : « {W.attr(acte, 'CodeNatureActe')} »."))
+    elif r.idacte and not r.idacte.endswith(f"-{nature}"):
+        found.append(("001", f"La nature {nature} ne correspond pas à l'IDActe {r.idacte}."))
+    if r.idacte and r.siren and f"-{r.siren}-" not in r.idacte:
+        found.append(("001", f"L'IDActe {r.idacte} ne porte pas le SIREN de l'émetteur {r.siren}."))
+    declared = (acte.findtext(W.q("ClassificationDateVersion")) or "").strip()
+    if classification is not None and declared != classification.isoformat():
+        found.append((
+            "002",
+            f"Votre acte a été transmis avec une date de classification qui n'est pas à jour ({declared or 'absente'} "
+            f"au lieu de {classification.isoformat()}) : demandez la classification (7-1) puis renvoyez l'acte.",
+        ))
+    names = [(e.text or "").strip() for e in acte.iter(W.q("NomFichier"))]
+    missing = [n for n in names if n and n not in r.files]
+    if missing:
+        found.append(("004", f"Pièce(s) annoncée(s) mais absente(s) de l'archive : {', '.join(missing)}."))
+    annexes = acte.find(W.q("Annexes"))
+    if annexes is not None:
+        declared_count = W.attr(annexes, "Nombre")
+        real = len(annexes.findall(W.q("Annexe")))
+        if declared_count and declared_count != str(real):
+            found.append(("001", f"Annexes/@Nombre vaut {declared_count} mais {real} annexe(s) sont listées."))
+    return found
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+
+class _Out:
+    """Builds the reply archives of one reception with distinct envelope serials."""
+
+    def __init__(self, incoming: Incoming, r: W.Received):
+        self.incoming, self.r = incoming, r
+        self.n = 0
+
+    def reply(self, kind: str, message: bytes, *, documents: dict[str, bytes] | None = None,
+              delay: float | None = None, note: str = "") -> Reply:
+        self.n += 1
+        serial = self.incoming.reception_id * 10 + self.n
+        name = W.message_name(self.r.idacte, kind, self.r.siren, self.r.departement)
+        archive_name, data = W.response_archive(
+            self.r.departement, self.r.arrondissement, self.r.siren, self.incoming.day, serial, name, message, documents,
+        )
+        return Reply(archive_name, data, delay=delay, note=note or kind)
+
+
+def prefecture_rules(incoming: Incoming) -> Decision:
+    settings = incoming.settings
+    r = W.read_received(incoming.name, incoming.data) if not incoming.too_large else W.Received(incoming.name)
+    if incoming.too_large:
+        r.problems.append(("001", "Archive au-delà de la taille maximale acceptée (150 Mo)."))
+    out = _Out(incoming, r)
+    day = incoming.day
+    cls_text = settings.extra.get("classification_date")
+    classification = date.fromisoformat(cls_text) if cls_text else None
+    current = classification or day
+
+    if r.problems:
+        nature, detail = r.problems[0]
+        msg = W.build_anomalie_enveloppe(day, nature, detail, r.envelope)
+        return Decision([out.reply("AnomalieEnveloppe", msg)], f"AnomalieEnveloppe {nature} : {detail}")
+
+    kind = r.kind
+    if kind == "Acte":
+        problems = acte_problems(r, day, classification)
+        if not problems and r.idacte and incoming.known(f"idacte:{r.idacte}"):
+            problems = [("003", f"L'acte {r.idacte} a déjà été transmis et acquitté : transmission en double refusée.")]
+        if not problems and incoming.rng.random() < settings.refuse_rate:
+            problems = [("005", "Refus simulé par la préfecture (taux de refus configuré).")]
+        if problems:
+            nature = problems[0][0]
+            detail = " ; ".join(d for _, d in problems)
+            msg = W.build_anomalie_acte(day, nature, detail, r.message, current)
+            return Decision([out.reply("AnomalieActe", msg)], f"AnomalieActe {nature} pour {r.idacte} : {detail}")
+        replies = [out.reply("ARActe", W.build_aracte(r.idacte, day, r.message, current))]
+        outcome = f"ARActe pour {r.idacte}"
+        if incoming.rng.random() < settings.later_rate:
+            later = incoming.rng.choice(LATER_KINDS)
+            doc = f"{r.idacte}-{W.CODES[later]}_1.pdf"
+            replies.append(out.reply(
+                later, W.build_courrier(later, r.idacte, day, doc), documents={doc: W.PDF},
+                delay=settings.later_delay,
+            ))
+            outcome += f", puis {later} après {settings.later_delay:g} s"
+        return Decision(replies, outcome, facts=[f"idacte:{r.idacte}"])
+
+    if kind == "Annulation":
+        return Decision([out.reply("ARAnnulation", W.build_ar_annulation(r.idacte, day))], f"ARAnnulation pour {r.idacte}")
+
+    if kind == "DemandeClassification":
+        return Decision([out.reply("RetourClassification", retour_classification(current))],
+                        f"RetourClassification du {current.isoformat()}")
+
+    if kind in AR_FOR:
+        ar = AR_FOR[kind]
+        try:
+            date_courrier = date.fromisoformat(W.attr(r.message, "DateCourrierPref"))
+        except ValueError:
+            date_courrier = day
+        return Decision([out.reply(ar, W.build_ar_reponse(ar, r.idacte, date_courrier, day))], f"{ar} pour {r.idacte}")
+
+    if kind in NO_ANSWER:
+        return Decision([], f"{kind} reçu pour {r.idacte} (pas d'accusé de réception prévu)")
+
+    detail = f"Message « {kind} » inattendu de la part d'une collectivité."
+    return Decision([out.reply("AnomalieEnveloppe", W.build_anomalie_enveloppe(day, "100", detail, r.envelope))],
+                    f"AnomalieEnveloppe 100 : {detail}")
