@@ -103,7 +103,7 @@ def _secret_store(layout: Layout) -> dict:
 
                 data[key] = Fernet.generate_key().decode()
             else:
-                data[key] = secrets.token_urlsafe(32)
+                data[key] = secrets.token_urlsafe(64)
             changed = True
     passwords = data.setdefault("passwords", {})
     for user in USERS:
@@ -213,7 +213,7 @@ def read_endpoints(layout: Layout) -> dict:
 
 def api_ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:  # noqa: S310
             return r.status == 200
     except Exception:
         return False

@@ -46,6 +46,7 @@ MAX_MEMBER_BYTES = 150 * 1024 * 1024
 MAX_TOTAL_BYTES = 160 * 1024 * 1024
 SAFE_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 ARCHIVE_SIREN = re.compile(r"EACT--(?P<siren>[0-9]{9})--")
+IDACTE_RE = re.compile(r"^[0-9]{2}[0-9AB]-[0-9]{9}-[0-9]{8}-[A-Za-z0-9_]{1,15}-[A-Z]{2}$")
 IDACTE_IN_NAME = re.compile(
     r"(?P<idacte>[0-9]{2}[0-9AB]-[0-9]{9}-[0-9]{8}-[A-Za-z0-9_]{1,15}-[A-Z]{2})-(?P<code>[0-9]-[0-9])"
 )
@@ -136,6 +137,7 @@ class Received:
     message_name: str = ""
     message: etree._Element | None = None
     message_bytes: bytes = b""
+    envelope_bytes: bytes = b""
     kind: str = ""
     idacte: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
@@ -150,7 +152,7 @@ def read_received(archive_name: str, data: bytes) -> Received:
     try:
         members = read_tar_gz(data)
     except ArchiveError as exc:
-        r.problems.append(("001", f"Archive illisible : {exc}"))
+        r.problems.append(("004", f"Archive illisible : {exc}"))
         return r
     files = dict(members)
     envelopes = [n for n in files if n.startswith("EACT--") and n.endswith(".xml")]
@@ -158,18 +160,19 @@ def read_received(archive_name: str, data: bytes) -> Received:
         r.problems.append(("001", f"L'archive doit contenir exactement une enveloppe EACT--*.xml ({len(envelopes)} trouvée(s))."))
         return r
     r.envelope_name = envelopes[0]
+    r.envelope_bytes = files.pop(r.envelope_name)
     try:
-        env = xmlsafe.parse_bytes(files.pop(r.envelope_name))
+        env = xmlsafe.parse_bytes(r.envelope_bytes)
     except (etree.XMLSyntaxError, ValueError) as exc:
-        r.problems.append(("002", f"Enveloppe illisible : {exc}"))
+        r.problems.append(("001", f"Enveloppe illisible : {exc}"))
         return r
     if local(env) != "EnveloppeCLMISILL" or etree.QName(env).namespace != NS:
-        r.problems.append(("002", f"L'enveloppe n'est pas une EnveloppeCLMISILL @ctes v1.1 ({local(env)})."))
+        r.problems.append(("001", f"L'enveloppe n'est pas une EnveloppeCLMISILL @ctes v1.1 ({local(env)})."))
         return r
     r.envelope = env
     idcl = env.find(f"{q('Emetteur')}/{q('IDCL')}")
     if idcl is None:
-        r.problems.append(("002", "Enveloppe sans émetteur (Emetteur/IDCL)."))
+        r.problems.append(("001", "Enveloppe sans émetteur (Emetteur/IDCL)."))
         return r
     r.siren = idcl.get(f"{{{NS_INSEE}}}SIREN") or r.siren
     r.departement = attr(idcl, "Departement")
@@ -187,7 +190,7 @@ def read_received(archive_name: str, data: bytes) -> Received:
     try:
         r.message = xmlsafe.parse_bytes(r.message_bytes)
     except (etree.XMLSyntaxError, ValueError) as exc:
-        r.problems.append(("004", f"Formulaire « {r.message_name} » illisible : {exc}"))
+        r.problems.append(("001", f"Formulaire « {r.message_name} » illisible : {exc}"))
         return r
     r.kind = local(r.message)
     r.files = files

@@ -5,7 +5,9 @@ flows.helios.validate.validate_pes and flows.quality.gate.run_tiers_gate when th
 importable, with the NomFic of files already accepted as `known_nomfics` (a NomFic is unique
 per collectivité); otherwise structural checks. The acquit comes from
 flows.helios.acquit.build_acquit(pes, findings), or a minimal builder here.
-`refuse_rate` adds a simulated refusal to a valid file.
+`refuse_rate` adds a simulated refusal to a valid file. Settings.extra `tiers_gate` (default
+True) runs the tiers quality gate; it costs tens of seconds per file today, turn it off
+(`--set dgfip.tiers_gate=false`) for fast demos.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def structural_findings(data: bytes) -> tuple[list[Finding], etree._Element | No
     return found, root
 
 
-def validate(data: bytes, name: str, known_nomfics: set[str]) -> tuple[list[Finding], str]:
+def validate(data: bytes, name: str, known_nomfics: set[str], *, tiers_gate: bool = True) -> tuple[list[Finding], str]:
     """Blocking findings and the NomFic read, through flows.helios / flows.quality when available."""
     try:
         from flows.helios.validate import validate_pes
@@ -76,7 +78,7 @@ def validate(data: bytes, name: str, known_nomfics: set[str]) -> tuple[list[Find
             from flows.quality.gate import run_tiers_gate
         except ImportError:
             run_tiers_gate = None
-        if run_tiers_gate is not None and report.ok:
+        if tiers_gate and run_tiers_gate is not None and report.ok:
             result = run_tiers_gate(path)
             findings += [f for f in result.findings if getattr(f, "severity", "error") == "error"]
     return findings, nomfic
@@ -131,7 +133,8 @@ def dgfip_rules(incoming: Incoming) -> Decision:
         findings = [Finding("ERREUR_TAILLE", "Fichier au-delà de la taille maximale acceptée par Hélios (128 Mo)")]
         return Decision([Reply(acquit_name(incoming.name), minimal_acquit(b"", findings))], "refusé : trop volumineux")
     known = {k.removeprefix("nomfic:") for k in _known_nomfics(incoming)}
-    findings, nomfic = validate(incoming.data, incoming.name, known)
+    findings, nomfic = validate(incoming.data, incoming.name, known,
+                                tiers_gate=bool(incoming.settings.extra.get("tiers_gate", True)))
     if not findings and incoming.rng.random() < incoming.settings.refuse_rate:
         findings = [Finding("ERREUR_AUTRE", "Refus simulé par Hélios (taux de refus configuré)", layer="simulation")]
     acquit = build_acquit(incoming.data, findings)

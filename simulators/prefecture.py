@@ -15,10 +15,15 @@ retour/ (see simulators.actes_wire for names and codes):
   (3-2, 4-2) are recorded without answer.
 
 Anomaly natures used by this simulator (the official list is not public; keep them as data):
-AnomalieActe 001 invalid acte, 002 classification not current, 003 IDActe already
-transmitted, 004 announced file missing, 005 refused (simulated odds);
-AnomalieEnveloppe 001 unreadable archive, 002 envelope, 003 announced form missing,
-004 unreadable form, 100 unknown message.
+AnomalieActe 001 invalid acte, 002 classification not current (the one attested nature),
+003 IDActe already transmitted, 004 announced file missing, 005 refused (simulated odds);
+AnomalieEnveloppe as labelled in flows.actes.messages: 001 envelope or form not conforming,
+003 announced file missing, 004 unreadable archive, 005 too large, 100 unexpected message.
+
+Messages are built by flows.actes.messages (build_aracte, build_anomalie_acte,
+build_anomalie_enveloppe, build_courrier, build_ar_for, build_response_archive) when
+importable, else by simulators.actes_wire (an independent writer of the same messages).
+Reading uses actes_wire (it must tell the AnomalieEnveloppe natures apart).
 
 Settings.extra: `classification_date` (ISO date; the acte's ClassificationDateVersion must equal
 it; None = not checked).
@@ -137,82 +142,156 @@ def acte_problems(r: W.Received, today: date, classification: date | None) -> li
 # -- the rules ------------------------------------------------------------------------------------
 
 
+def _messages():
+    """flows.actes.messages when importable (the platform's own builders), else None."""
+    try:
+        from flows.actes import messages
+    except ImportError:
+        return None
+    return messages
+
+
 class _Out:
-    """Builds the reply archives of one reception with distinct envelope serials."""
+    """Builds the reply archives of one reception (one archive per message, distinct serials).
+
+    Messages come from flows.actes.messages builders when importable, from actes_wire otherwise.
+    """
 
     def __init__(self, incoming: Incoming, r: W.Received):
         self.incoming, self.r = incoming, r
+        self.day = incoming.day
         self.n = 0
+        self.m = _messages()
 
-    def reply(self, kind: str, message: bytes, *, documents: dict[str, bytes] | None = None,
-              delay: float | None = None, note: str = "") -> Reply:
+    def _archive(self, name: str, xml: bytes, documents: dict[str, bytes], *, delay: float | None, note: str) -> Reply:
         self.n += 1
         serial = self.incoming.reception_id * 10 + self.n
-        name = W.message_name(self.r.idacte, kind, self.r.siren, self.r.departement)
-        archive_name, data = W.response_archive(
-            self.r.departement, self.r.arrondissement, self.r.siren, self.incoming.day, serial, name, message, documents,
-        )
-        return Reply(archive_name, data, delay=delay, note=note or kind)
+        r = self.r
+        dpt = r.departement or "000"
+        arr = r.arrondissement or "0"
+        siren = r.siren or "000000000"
+        if self.m is not None:
+            message = self.m.PrefMessage(note.split()[0], name, xml, dict(documents))
+            archive_name, data = self.m.build_response_archive(
+                [message], serial, siren, dpt, arrondissement=int(arr) if arr.isdigit() else 0, day=self.day,
+            )
+        else:
+            archive_name, data = W.response_archive(dpt, arr, siren, self.day, serial, name, xml, documents)
+        return Reply(archive_name, data, delay=delay, note=note)
+
+    def aracte(self, classification: date) -> Reply:
+        r = self.r
+        if self.m is not None:
+            pm = self.m.build_aracte(r.idacte, self.day, classification, acte_message=r.message_bytes)
+            return self._archive(pm.name, pm.xml, pm.documents, delay=None, note="ARActe")
+        xml = W.build_aracte(r.idacte, self.day, r.message, classification)
+        return self._archive(W.message_name(r.idacte, "ARActe"), xml, {}, delay=None, note="ARActe")
+
+    def anomalie_acte(self, nature: str, detail: str, classification: date) -> Reply:
+        r = self.r
+        if self.m is not None and r.idacte:
+            pm = self.m.build_anomalie_acte(r.idacte, nature, detail, acte_message=r.message_bytes, date=self.day,
+                                            classification_date=classification)
+            return self._archive(pm.name, pm.xml, pm.documents, delay=None, note=f"AnomalieActe {nature}")
+        xml = W.build_anomalie_acte(self.day, nature, detail, r.message, classification)
+        name = W.message_name(r.idacte, "AnomalieActe", r.siren, r.departement)
+        return self._archive(name, xml, {}, delay=None, note=f"AnomalieActe {nature}")
+
+    def anomalie_enveloppe(self, nature: str, detail: str) -> Reply:
+        r = self.r
+        stem = r.envelope_name or (r.archive_name.split(".", 1)[0] + ".xml")
+        if self.m is not None and r.envelope is not None:
+            pm = self.m.build_anomalie_enveloppe(r.envelope_bytes, nature, detail, date=self.day,
+                                                 envelope_name=r.envelope_name)
+            return self._archive(pm.name, pm.xml, pm.documents, delay=None, note=f"AnomalieEnveloppe {nature}")
+        xml = W.build_anomalie_enveloppe(self.day, nature, detail, r.envelope)
+        return self._archive(f"ANO_{stem}", xml, {}, delay=None, note=f"AnomalieEnveloppe {nature}")
+
+    def courrier(self, kind: str, delay: float) -> Reply:
+        r = self.r
+        if self.m is not None:
+            pm = self.m.build_courrier(kind, r.idacte, date=self.day)
+            return self._archive(pm.name, pm.xml, pm.documents, delay=delay, note=kind)
+        doc = f"{r.idacte}-{W.CODES[kind]}_1.pdf"
+        xml = W.build_courrier(kind, r.idacte, self.day, doc)
+        return self._archive(W.message_name(r.idacte, kind), xml, {doc: W.PDF}, delay=delay, note=kind)
+
+    def ar_for(self, kind: str, date_courrier: date) -> Reply:
+        """ARAnnulation for an Annulation, ARPieceComplementaire / ARReponseRejetLettreObservations for answers."""
+        r = self.r
+        if self.m is not None:
+            pm = self.m.build_ar_for(kind, r.idacte, date_courrier, date_reception=self.day)
+            return self._archive(pm.name, pm.xml, pm.documents, delay=None, note=pm.kind)
+        if kind == "Annulation":
+            return self._archive(W.message_name(r.idacte, "ARAnnulation"), W.build_ar_annulation(r.idacte, self.day), {},
+                                 delay=None, note="ARAnnulation")
+        ar = AR_FOR[kind]
+        xml = W.build_ar_reponse(ar, r.idacte, date_courrier, self.day)
+        return self._archive(W.message_name(r.idacte, ar), xml, {}, delay=None, note=ar)
+
+    def retour_classification(self, day: date) -> Reply:
+        name = W.message_name("", "RetourClassification", self.r.siren, self.r.departement)
+        return self._archive(name, retour_classification(day), {}, delay=None, note="RetourClassification")
 
 
 def prefecture_rules(incoming: Incoming) -> Decision:
     settings = incoming.settings
-    r = W.read_received(incoming.name, incoming.data) if not incoming.too_large else W.Received(incoming.name)
     if incoming.too_large:
-        r.problems.append(("001", "Archive au-delà de la taille maximale acceptée (150 Mo)."))
+        r = W.Received(incoming.name)
+        m = W.ARCHIVE_SIREN.search(incoming.name)
+        r.siren = m.group("siren") if m else ""
+        r.problems.append(("005", "Archive au-delà de la taille maximale acceptée (150 Mo)."))
+    else:
+        r = W.read_received(incoming.name, incoming.data)
     out = _Out(incoming, r)
     day = incoming.day
     cls_text = settings.extra.get("classification_date")
-    classification = date.fromisoformat(cls_text) if cls_text else None
+    classification = date.fromisoformat(str(cls_text)) if cls_text else None
     current = classification or day
 
     if r.problems:
         nature, detail = r.problems[0]
-        msg = W.build_anomalie_enveloppe(day, nature, detail, r.envelope)
-        return Decision([out.reply("AnomalieEnveloppe", msg)], f"AnomalieEnveloppe {nature} : {detail}")
+        return Decision([out.anomalie_enveloppe(nature, detail)], f"AnomalieEnveloppe {nature} : {detail}")
 
     kind = r.kind
+    if kind in ("Acte", "Annulation", *AR_FOR) and not W.IDACTE_RE.match(r.idacte):
+        detail = f"IDActe absent ou non conforme dans « {r.message_name} »."
+        return Decision([out.anomalie_enveloppe("001", detail)], f"AnomalieEnveloppe 001 : {detail}")
+
     if kind == "Acte":
         problems = acte_problems(r, day, classification)
-        if not problems and r.idacte and incoming.known(f"idacte:{r.idacte}"):
+        if not problems and incoming.known(f"idacte:{r.idacte}"):
             problems = [("003", f"L'acte {r.idacte} a déjà été transmis et acquitté : transmission en double refusée.")]
         if not problems and incoming.rng.random() < settings.refuse_rate:
             problems = [("005", "Refus simulé par la préfecture (taux de refus configuré).")]
         if problems:
             nature = problems[0][0]
             detail = " ; ".join(d for _, d in problems)
-            msg = W.build_anomalie_acte(day, nature, detail, r.message, current)
-            return Decision([out.reply("AnomalieActe", msg)], f"AnomalieActe {nature} pour {r.idacte} : {detail}")
-        replies = [out.reply("ARActe", W.build_aracte(r.idacte, day, r.message, current))]
+            return Decision([out.anomalie_acte(nature, detail, current)], f"AnomalieActe {nature} pour {r.idacte} : {detail}")
+        replies = [out.aracte(current)]
         outcome = f"ARActe pour {r.idacte}"
         if incoming.rng.random() < settings.later_rate:
             later = incoming.rng.choice(LATER_KINDS)
-            doc = f"{r.idacte}-{W.CODES[later]}_1.pdf"
-            replies.append(out.reply(
-                later, W.build_courrier(later, r.idacte, day, doc), documents={doc: W.PDF},
-                delay=settings.later_delay,
-            ))
+            replies.append(out.courrier(later, settings.later_delay))
             outcome += f", puis {later} après {settings.later_delay:g} s"
         return Decision(replies, outcome, facts=[f"idacte:{r.idacte}"])
 
     if kind == "Annulation":
-        return Decision([out.reply("ARAnnulation", W.build_ar_annulation(r.idacte, day))], f"ARAnnulation pour {r.idacte}")
+        return Decision([out.ar_for("Annulation", day)], f"ARAnnulation pour {r.idacte}")
 
     if kind == "DemandeClassification":
-        return Decision([out.reply("RetourClassification", retour_classification(current))],
-                        f"RetourClassification du {current.isoformat()}")
+        return Decision([out.retour_classification(current)], f"RetourClassification du {current.isoformat()}")
 
     if kind in AR_FOR:
-        ar = AR_FOR[kind]
         try:
             date_courrier = date.fromisoformat(W.attr(r.message, "DateCourrierPref"))
         except ValueError:
             date_courrier = day
-        return Decision([out.reply(ar, W.build_ar_reponse(ar, r.idacte, date_courrier, day))], f"{ar} pour {r.idacte}")
+        reply = out.ar_for(kind, date_courrier)
+        return Decision([reply], f"{reply.note} pour {r.idacte}")
 
     if kind in NO_ANSWER:
         return Decision([], f"{kind} reçu pour {r.idacte} (pas d'accusé de réception prévu)")
 
     detail = f"Message « {kind} » inattendu de la part d'une collectivité."
-    return Decision([out.reply("AnomalieEnveloppe", W.build_anomalie_enveloppe(day, "100", detail, r.envelope))],
-                    f"AnomalieEnveloppe 100 : {detail}")
+    return Decision([out.anomalie_enveloppe("100", detail)], f"AnomalieEnveloppe 100 : {detail}")

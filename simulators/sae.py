@@ -165,6 +165,8 @@ def _minimal(root_name: str, version: str, fields: list[tuple[str, str]], commen
 def sae_rules(incoming: Incoming) -> Decision:
     settings = incoming.settings
     agreements = settings.extra.get("known_agreements")
+    if isinstance(agreements, str):  # from the command line: --set sae.known_agreements=A,B
+        agreements = [a.strip() for a in agreements.split(",") if a.strip()]
     known = set(agreements) if agreements is not None else None
     root, _, version = (None, None, "") if incoming.too_large else read_manifest(incoming.data)
     version = version or str(settings.extra.get("seda_version", "2.2"))

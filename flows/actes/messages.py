@@ -75,6 +75,8 @@ def metadata_from_donnees(el) -> tuple[ActeMetadata, list[str]]:
     for i in range(1, 6):
         c = X.child(el, f"CodeMatiere{i}")
         if c is not None:
+            if len(codes) != i - 1:
+                break  # a skipped level (allowed by the schema): keep the levels up to the gap
             codes.append(X.attr(c, "CodeMatiere").strip())
     code_text = X.attr(el, "CodeNatureActe").strip()
     nature = NATURE_BY_CODE.get(int(code_text), code_text) if code_text.isdigit() else code_text
@@ -122,7 +124,7 @@ def parse_message(data: bytes, name: str = "") -> ActesMessage:
     kind = qn.localname
     if kind not in MESSAGE_CODES and kind not in ENVELOPE_KINDS and kind != "AnomalieEnveloppe":
         raise MessageError(f"type de message @ctes inconnu : « {kind} »")
-    msg = ActesMessage(kind=kind, code=MESSAGE_CODES.get(kind, ""), name=name)
+    msg = ActesMessage(kind=kind, code=MESSAGE_CODES.get(kind, ""), name=name, data=data)
     msg.schema_errors = X.schema_errors(root)
     from_name = naming.parse_file_name(name) if name else None
     msg.idacte = X.attr(root, "IDActe")
@@ -195,13 +197,22 @@ def parse_message(data: bytes, name: str = "") -> ActesMessage:
         _read_cl_envelope(root, msg)
 
     if not msg.idacte and from_name and from_name["idacte"]:
-        msg.idacte = from_name["idacte"]
+        msg.idacte, msg.extra["idacte_source"] = from_name["idacte"], "nom du fichier"
+    if not msg.idacte:
+        # AnomalieActe carries no IDActe: the transmitted files are named after it (…-IDACTE-1-1_n.pdf),
+        # and an AnomalieEnveloppe names the messages of the refused envelope
+        names = msg.acte_documents if msg.acte else msg.extra.get("formulaires_recus", [])
+        found = [p["idacte"] for p in (naming.parse_file_name(n) for n in names) if p and p["idacte"]]
+        if found:
+            msg.idacte, msg.extra["idacte_source"] = found[0], "noms des fichiers transmis"
+            if kind == "AnomalieEnveloppe":
+                msg.extra["idactes"] = list(dict.fromkeys(found))
     if not msg.idacte and msg.acte and from_name and msg.acte.nature in NATURE_BY_CODE.values():
-        # AnomalieActe carries no IDActe: rebuild it from the file name (DPT, SIREN) and the acte
+        # last resort: département and SIREN from the file name, date and number from the acte
         try:
             msg.idacte = naming.make_idacte(from_name["departement"], from_name["siren"], msg.acte.date_decision,
                                             msg.acte.numero_interne, msg.acte.nature)
-            msg.extra["idacte_reconstruit"] = True
+            msg.extra["idacte_source"] = "reconstruit (nom du fichier et acte)"
         except ValueError:
             pass
     if from_name and not msg.siren:
@@ -321,6 +332,7 @@ def read_archive(data: bytes, name: str = "", *, max_total_bytes: int = DEFAULT_
         if msg.kind in ENVELOPE_KINDS:
             archive.envelope_name, archive.envelope = member, msg
             break
+    chosen: list[str] = []
     if archive.envelope is not None:
         listed = archive.envelope.documents
         by_base = {m.rsplit("/", 1)[-1]: m for m in members}
@@ -329,18 +341,30 @@ def read_archive(data: bytes, name: str = "", *, max_total_bytes: int = DEFAULT_
             if member is None:
                 archive.problems.append(f"le message « {fname} » annoncé par l'enveloppe est absent de l'archive")
             elif member in parsed:
-                archive.messages[member] = parsed[member]
+                chosen.append(member)
             else:
                 archive.problems.append(f"« {fname} » annoncé par l'enveloppe n'est pas un message @ctes lisible")
     else:
         archive.problems.append("aucune enveloppe (EnveloppeMISILLCL ou EnveloppeCLMISILL) dans l'archive")
-        archive.messages = {k: v for k, v in parsed.items() if v.kind not in ENVELOPE_KINDS}
+        chosen = [k for k, v in parsed.items() if v.kind not in ENVELOPE_KINDS]
+    env = archive.envelope
+    for member in chosen:
+        msg = parsed[member]
+        if env is not None and msg.kind == "AnomalieActe" and not msg.idacte and msg.acte and env.siren:
+            try:  # département and SIREN from the envelope
+                msg.idacte = naming.make_idacte(env.departement, env.siren, msg.acte.date_decision,
+                                                msg.acte.numero_interne, msg.acte.nature)
+                msg.extra["idacte_source"] = "reconstruit (enveloppe et acte)"
+                msg.summary_fr = summarize(msg)
+            except ValueError:
+                pass
+        archive.messages.append(msg)
     for member, content in members.items():
-        if member != archive.envelope_name and member not in archive.messages:
+        if member != archive.envelope_name and member not in chosen:
             archive.documents[member] = content
-    referenced = {d for msg in archive.messages.values() for d in msg.documents}
+    referenced = {d for msg in archive.messages for d in msg.documents}
     doc_bases = {m.rsplit("/", 1)[-1] for m in archive.documents}
-    for msg in archive.messages.values():
+    for msg in archive.messages:
         if msg.kind in ("ARActe", "AnomalieActe"):
             continue  # they echo the acte's file names, which are not sent back
         for d in msg.documents:

@@ -151,10 +151,41 @@ class ActesMessage:
     extra: dict[str, Any] = field(default_factory=dict)
     schema_errors: list[str] = field(default_factory=list)
     name: str = ""  # file name, when known
+    data: bytes = field(default=b"", repr=False)  # the XML as received
 
     @property
     def label_fr(self) -> str:
         return MESSAGE_LABELS.get(self.kind, self.kind)
+
+
+class MessageList(list):
+    """The messages of an archive, in envelope order. Iterating yields ActesMessage objects (each with
+    .name and .data); it also answers like a mapping by file name (keys, values, items, get, [name])."""
+
+    def keys(self) -> list[str]:
+        return [m.name for m in self]
+
+    def values(self) -> list[ActesMessage]:
+        return list(self)
+
+    def items(self) -> list[tuple[str, ActesMessage]]:
+        return [(m.name, m) for m in self]
+
+    def get(self, name: str, default: ActesMessage | None = None) -> ActesMessage | None:
+        return next((m for m in self if m.name == name), default)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            found = self.get(key)
+            if found is None:
+                raise KeyError(key)
+            return found
+        return super().__getitem__(key)
+
+    def __contains__(self, item) -> bool:
+        if isinstance(item, str):
+            return any(m.name == item for m in self)
+        return super().__contains__(item)
 
 
 @dataclass
@@ -164,10 +195,13 @@ class ActesArchive:
     name: str
     envelope_name: str
     envelope: ActesMessage | None
-    messages: dict[str, ActesMessage] = field(default_factory=dict)  # file name -> parsed message
+    messages: MessageList = field(default_factory=MessageList)  # envelope order; also a mapping by name
     documents: dict[str, bytes] = field(default_factory=dict)  # non-message files
     members: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # French, non-fatal (file announced but absent...)
+
+    def message(self, name: str) -> ActesMessage | None:
+        return next((m for m in self.messages if m.name == name), None)
 
 
 @dataclass

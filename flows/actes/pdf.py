@@ -10,8 +10,10 @@ def _escape(line: str) -> bytes:
     return raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
 
 
-def minimal_pdf(*lines: str) -> bytes:
-    """PDF 1.4, Helvetica (WinAnsi), one A4 page, correct xref offsets."""
+def minimal_pdf(*lines: str, padding: int = 0) -> bytes:
+    """PDF 1.4, Helvetica (WinAnsi), one A4 page, correct xref offsets.
+
+    `padding` adds an unreferenced stream of that many bytes (size tests and benchmarks)."""
     text = b"BT /F1 12 Tf 56 780 Td 16 TL\n"
     for i, line in enumerate(lines or ("Document",)):
         text += (b"T* " if i else b"") + b"(" + _escape(line) + b") Tj\n"
@@ -24,6 +26,8 @@ def minimal_pdf(*lines: str) -> bytes:
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
         b"<< /Length " + str(len(text)).encode() + b" >>\nstream\n" + text + b"endstream",
     ]
+    if padding:
+        objects.append(b"<< /Length " + str(padding).encode() + b" >>\nstream\n" + b"0" * padding + b"\nendstream")
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []

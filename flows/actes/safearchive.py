@@ -125,37 +125,37 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> b
 
 
 def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
-    """Decompress gzip (possibly multi-member) without ever holding more than max_bytes."""
+    """Decompress gzip (possibly multi-member) without ever holding more than max_bytes.
+
+    Input is fed in chunks and output drawn in chunks, so that neither a bomb nor a large archive
+    costs more than linear time and bounded memory.
+    """
     out = bytearray()
-    rest = data
-    while rest:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        pending = rest
-        try:
-            while pending:
-                chunk = d.decompress(pending, _CHUNK)
-                out += chunk
-                if len(out) > max_bytes:
-                    raise UnsafeArchive("ARCHIVE-BOMBE",
-                                        f"l'archive décompressée dépasse {max_bytes} octets (bombe de décompression ?)")
-                pending = d.unconsumed_tail
-                if d.eof:
-                    break
+    view = memoryview(data)
+    pos = 0
+
+    def take(chunk: bytes) -> None:
+        out.extend(chunk)
+        if len(out) > max_bytes:
+            raise UnsafeArchive("ARCHIVE-BOMBE",
+                                f"l'archive décompressée dépasse {max_bytes} octets (bombe de décompression ?)")
+
+    try:
+        while pos < len(view):
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             while not d.eof:
-                chunk = d.decompress(b"", _CHUNK)
-                if not chunk:
-                    break
-                out += chunk
-                if len(out) > max_bytes:
-                    raise UnsafeArchive("ARCHIVE-BOMBE",
-                                        f"l'archive décompressée dépasse {max_bytes} octets (bombe de décompression ?)")
-        except zlib.error as exc:
-            raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"flux gzip corrompu ({exc})") from exc
-        if not d.eof:
-            raise UnsafeArchive("ARCHIVE-ILLISIBLE", "flux gzip tronqué")
-        rest = d.unused_data
-        if rest and not rest.startswith(b"\x1f\x8b"):
-            break  # trailing garbage after the last member: ignored, as gzip does
+                if pos >= len(view):
+                    raise UnsafeArchive("ARCHIVE-ILLISIBLE", "flux gzip tronqué")
+                piece = view[pos:pos + _CHUNK]
+                pos += len(piece)
+                take(d.decompress(piece, _CHUNK))
+                while d.unconsumed_tail and not d.eof:
+                    take(d.decompress(d.unconsumed_tail, _CHUNK))
+            pos -= len(d.unused_data)
+            if bytes(view[pos:pos + 2]) != b"\x1f\x8b":
+                break  # trailing bytes after the last member: ignored, as gzip does
+    except zlib.error as exc:
+        raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"flux gzip corrompu ({exc})") from exc
     return bytes(out)
 
 
@@ -163,8 +163,8 @@ def read_tar(data: bytes, *, max_total_bytes: int = DEFAULT_MAX_TOTAL, max_membe
              max_members: int = DEFAULT_MAX_MEMBERS) -> dict[str, bytes]:
     """Members of a tar or tar.gz held in memory (name -> bytes), in archive order."""
     max_member_bytes = max_member_bytes or max_total_bytes
-    # tar headers and padding: allow some slack over the payload cap
-    raw = gunzip_capped(data, max_total_bytes + 64 * MIB) if data[:2] == b"\x1f\x8b" else data
+    # tar headers (512 B per member) and padding: a little slack over the payload cap
+    raw = gunzip_capped(data, max_total_bytes + 2 * MIB) if data[:2] == b"\x1f\x8b" else data
     out: dict[str, bytes] = {}
     total = 0
     try:
@@ -195,6 +195,12 @@ def read_tar(data: bytes, *, max_total_bytes: int = DEFAULT_MAX_TOTAL, max_membe
                     raise UnsafeArchive("ARCHIVE-TAILLE-FAUSSE",
                                         f"« {name} » : taille déclarée {member.size} octets, lue {len(content)}", name)
                 out[name] = content
+            # tarfile stops silently at an invalid header: the block after the last member must be the
+            # end-of-archive marker (zeros), else a declared size was smaller than the data that followed.
+            # Bytes after the marker are ignored (GNU tar leaves old buffer content there).
+            if raw[tar.offset:tar.offset + 512].strip(b"\x00"):
+                raise UnsafeArchive("ARCHIVE-TAILLE-FAUSSE",
+                                    "données inattendues après le dernier fichier de l'archive (taille déclarée fausse ?)")
     except UnsafeArchive:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:

@@ -51,8 +51,7 @@ def validate_acte_zip(path: str | Path, collectivite=None, *, today: date | None
     report.summary = {
         "numero_interne": md.numero_interne, "nature": md.nature, "objet": md.objet,
         "date": md.date_decision.isoformat(), "matiere": md.matiere, "typologie": md.typologie,
-        "classification_date": (md.classification_date or cls.date or "") and
-        str(md.classification_date or cls.date),
+        "classification_date": str(md.classification_date or cls.date or ""),
         "files": [d.name for d in sub.files], "annexes": len(sub.annexes),
         "total_bytes": sum(len(d.data) for d in sub.files), "metadata_format": sub.metadata_format,
     }
@@ -117,8 +116,7 @@ def check_metadata(sub: ActeSubmission, report: Report, *, today: date, known_nu
 
     # nature and typologies
     main_ok = classification.main_typologies(md.nature)
-    other_nature = md.typologie.startswith("99_") and md.typologie not in main_ok
-    if md.typologie not in main_ok or other_nature:
+    if md.typologie not in main_ok:
         _f(report, "ACTES-NATURE-TYPOLOGIE",
            f"la typologie {md.typologie} du document principal ne correspond pas à la nature "
            f"{md.nature} ({NATURES[md.nature][1]})", f"typologie(s) possible(s) : {', '.join(main_ok) or '(aucune)'}",
@@ -145,8 +143,11 @@ def check_metadata(sub: ActeSubmission, report: Report, *, today: date, known_nu
            "aucune date de classification : ni dans les métadonnées, ni de classification reçue de la préfecture",
            "indiquez classification_date ou demandez la classification à la préfecture (DemandeClassification)",
            f"{where} / date de classification")
-    if not classification_given:
-        pass  # national default: levels 3-5 and typologies of annexes cannot be fully checked (warnings above)
+    if not classification_given and sub.annexes:
+        _f(report, "ACTES-CLASSIFICATION-NATIONALE",
+           "classification de la préfecture inconnue : les typologies des annexes n'ont été vérifiées que sur leur format",
+           "chargez la classification de la préfecture (RetourClassification) pour une vérification complète",
+           f"{where} / typologies", severity="warning")
 
 
 def check_files(sub: ActeSubmission, report: Report, *, max_total_bytes: int) -> None:
@@ -240,3 +241,59 @@ def check_schema(sub: ActeSubmission, report: Report, collectivite, classificati
     for err in X.schema_errors(xml):
         _f(report, "XSD", f"le message Acte généré n'est pas conforme au schéma @ctes : {err}",
            "corrigez la métadonnée en cause", "message Acte (1-1)", layer="xsd")
+
+
+def validate_actes_file(path: str | Path) -> Report:
+    """A received or sent @ctes archive (tar.gz, kind "actes_archive") or one XML message
+    (kind "actes_message"): safe reading, schema of every message, coherence of the archive."""
+    from flows.actes.messages import MessageError, parse_message, read_archive
+    from flows.actes.safearchive import UnsafeArchive
+    from flows.findings import UnreadableFile
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(f"{path} : {exc}") from exc
+    if not data:
+        raise UnreadableFile(f"{path} : fichier vide")
+    is_archive = data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar"
+    report = Report(file=str(path), kind="actes_archive" if is_archive else "actes_message")
+
+    def message_findings(msg) -> None:
+        for err in msg.schema_errors:
+            _f(report, "XSD", f"message non conforme au schéma @ctes : {err}",
+               "le message doit être régénéré par l'émetteur", f"message « {msg.name or path.name} »", layer="xsd")
+
+    def describe(msg) -> dict:
+        return {"name": msg.name, "kind": msg.kind, "code": msg.code, "idacte": msg.idacte,
+                "date": str(msg.date or ""), "nature": msg.nature, "summary_fr": msg.summary_fr}
+
+    if is_archive:
+        try:
+            archive = read_archive(data, path.name)
+        except UnsafeArchive as exc:
+            _f(report, exc.rule, f"archive refusée : {exc}", "demandez à l'émetteur une archive conforme", "archive",
+               exc.member, layer="lecture")
+            return report
+        for problem in archive.problems:
+            _f(report, "ACTES-ARCHIVE", problem, "l'archive doit contenir exactement les fichiers annoncés",
+               "archive", layer="lecture")
+        if archive.envelope is not None:
+            message_findings(archive.envelope)
+        for msg in archive.messages:
+            message_findings(msg)
+        report.summary = {
+            "envelope": archive.envelope_name, "siren": archive.envelope.siren if archive.envelope else "",
+            "messages": [describe(m) for m in archive.messages], "documents": list(archive.documents),
+        }
+        return report
+    try:
+        msg = parse_message(data, path.name)
+    except MessageError as exc:
+        _f(report, "ACTES-MESSAGE", str(exc), "vérifiez qu'il s'agit bien d'un message @ctes", "message",
+           layer="lecture")
+        return report
+    message_findings(msg)
+    report.summary = describe(msg)
+    return report

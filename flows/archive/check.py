@@ -272,6 +272,7 @@ def _list_tar(arc: _Archive, compressed_size: int) -> None:
                                            "Reconstruisez le paquet et renvoyez-le.", layer="lecture"))
                     return
                 if m is None:
+                    _check_tail(arc, tar)
                     return
                 count += 1
                 if count > limits.max_members:
@@ -298,6 +299,26 @@ def _list_tar(arc: _Archive, compressed_size: int) -> None:
                         arc.findings.append(_f("SEDA-ARCHIVE-CORROMPUE", f"manifest.xml illisible : {exc}",
                                                "Reconstruisez le paquet.", value="manifest.xml"))
                         return
+
+
+def _check_tail(arc: _Archive, tar: tarfile.TarFile) -> None:
+    """After the end-of-archive marker: only zero padding, and (tar.gz) an intact gzip trailer.
+
+    tarfile stops at the marker and never reads the gzip CRC; data hidden after the marker would
+    travel into the archive unseen.
+    """
+    extra = 0
+    try:
+        while chunk := tar.fileobj.read(CHUNK):
+            extra += len(chunk)
+            if chunk.strip(b"\0") or extra > 1024 * 1024:
+                arc.findings.append(_f("SEDA-DONNEES-CACHEES", "Des données suivent la fin de l'archive tar : "
+                                       "elles échappent au contrôle.", "Reconstruisez le paquet sans données ajoutées.",
+                                       layer="securite"))
+                return
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        arc.findings.append(_f("SEDA-ARCHIVE-CORROMPUE", f"Fin de l'archive compressée corrompue (CRC gzip) : {exc}",
+                               "Reconstruisez le paquet et renvoyez-le.", layer="lecture"))
 
 
 # --- the bordereau ------------------------------------------------------------------------------
@@ -381,7 +402,7 @@ def check_package(
     if any(f.rule == "SEDA-BOMBE" for f in findings):
         return findings
     if arc.manifest is None:
-        if not any(f.rule.startswith("SEDA-MANIFESTE") for f in findings):
+        if "manifest.xml" not in arc.entries and not any(f.rule.startswith("SEDA-MANIFESTE") for f in findings):
             nested = [n for n in arc.entries if n.endswith("/manifest.xml")]
             where = f" (trouvé dans « {nested[0]} » : il doit être à la racine)" if nested else ""
             findings.append(_f("SEDA-MANIFESTE-ABSENT", f"Le bordereau manifest.xml est absent de la racine du paquet{where}.",

@@ -296,7 +296,9 @@ class _PesWriter:
             out[i] = replace(out[i], iban=iban[:2] + wrong + iban[4:])
         if "lowercase_iban" in d:
             i = first("company")
-            out[i] = replace(out[i], iban=(out[i].iban or "")[:4] + (out[i].iban or "")[4:].lower())
+            bank, branch, account = "30004", "00866", f"C{self.rng.randint(0, 9_999_999_999):010d}"
+            iban = _iban("FR", bank + branch + account + _rib_key(bank, branch, account))
+            out[i] = replace(out[i], iban=iban[:4] + iban[4:].lower())
         if "lowercase_bic" in d:
             i = first("company")
             out[i] = replace(out[i], bic=(out[i].bic or "BNPAFRPPXXX").lower())
@@ -389,7 +391,7 @@ class _PesWriter:
         if not ("missing_element" in d and number == 1):
             bloc.append(_e("DteBordEm", f"{self.exer}-03-{(number % 28) + 1:02d}"))
         bloc += [_e("TypBord", "01"), _e("NbrPce", nbrpce)]
-        if not ("missing_mtcumul" in d):
+        if "missing_mtcumul" not in d:
             bloc.append(_e("MtCumulAnnuel", _money(self.cumul)))
         bloc.append(_e("MtBordHT" if self.kind == "depense" else "MtBordHt", _money(mtbord)))
         head = "\n    ".join(bloc)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from lxml import etree
 
@@ -108,6 +107,7 @@ class Ligne:
     modregl: str | None
     pjrefs: list[tuple[str | None, str | None]] = field(default_factory=list)  # (Support, IdUnique)
     tiers: list[Tiers] = field(default_factory=list)
+    n_tiers: int = 0  # Tiers blocks present (also when the reader does not read them)
     line: int | None = None
 
 
@@ -178,7 +178,7 @@ class Bordereau:
     signed: bool
 
 
-PesItem = Union[Header, Domaine, BordereauHead, Piece, BordereauEnd, PJ, GlobalSignature]
+PesItem = Header | Domaine | BordereauHead | Piece | BordereauEnd | PJ | GlobalSignature
 
 
 def _v(parent: etree._Element | None, path: str) -> str | None:
@@ -188,6 +188,18 @@ def _v(parent: etree._Element | None, path: str) -> str | None:
     return None if el is None else el.get("V")
 
 
+def _values(parent: etree._Element | None) -> dict[str, str | None]:
+    """{child tag: its V} in one pass over the children (much cheaper than one find() per field)."""
+    if parent is None:
+        return {}
+    out: dict[str, str | None] = {}
+    for child in parent:
+        tag = child.tag
+        if isinstance(tag, str) and tag not in out:
+            out[tag] = child.get("V")
+    return out
+
+
 def _pjrefs(parent: etree._Element | None) -> list[tuple[str | None, str | None]]:
     if parent is None:
         return []
@@ -195,35 +207,48 @@ def _pjrefs(parent: etree._Element | None) -> list[tuple[str | None, str | None]
 
 
 def _tiers(el: etree._Element) -> Tiers:
-    info = el.find("InfoTiers")
-    adr = el.find("Adresse")
-    bank = el.find("CpteBancaire")
+    info: dict[str, str | None] = {}
+    adr: dict[str, str | None] = {}
+    bank: dict[str, str | None] = {}
+    has_bank = False
+    for child in el:
+        tag = child.tag
+        if tag == "InfoTiers":
+            info = _values(child)
+        elif tag == "Adresse":
+            adr = _values(child)
+        elif tag == "CpteBancaire":
+            bank = _values(child)
+            has_bank = True
+    g = info.get
+    a = adr.get
+    b = bank.get
     return Tiers(
-        idtiers=_v(info, "IdTiers"),
-        natidtiers=_v(info, "NatIdTiers"),
-        reftiers=_v(info, "RefTiers"),
-        cattiers=_v(info, "CatTiers"),
-        natjur=_v(info, "NatJur"),
-        typtiers=_v(info, "TypTiers"),
-        civilite=_v(info, "Civilite"),
-        nom=_v(info, "Nom"),
-        complnom=_v(info, "ComplNom"),
-        prenom=_v(info, "Prenom"),
-        adr1=_v(adr, "Adr1"),
-        adr2=_v(adr, "Adr2"),
-        adr3=_v(adr, "Adr3"),
-        cp=_v(adr, "CP"),
-        ville=_v(adr, "Ville"),
-        codres=_v(adr, "CodRes"),
-        codpays=_v(adr, "CodPays"),
-        has_bank=bank is not None,
-        codeetab=_v(bank, "CodeEtab"),
-        codeguic=_v(bank, "CodeGuic"),
-        idcpte=_v(bank, "IdCpte"),
-        clerib=_v(bank, "CleRib"),
-        bic=_v(bank, "BIC"),
-        iban=_v(bank, "IBAN"),
-        titcpte=_v(bank, "TitCpte"),
+        idtiers=g("IdTiers"),
+        natidtiers=g("NatIdTiers"),
+        reftiers=g("RefTiers"),
+        cattiers=g("CatTiers"),
+        natjur=g("NatJur"),
+        typtiers=g("TypTiers"),
+        civilite=g("Civilite"),
+        nom=g("Nom"),
+        complnom=g("ComplNom"),
+        prenom=g("Prenom"),
+        adr1=a("Adr1"),
+        adr2=a("Adr2"),
+        adr3=a("Adr3"),
+        cp=a("CP"),
+        ville=a("Ville"),
+        codres=a("CodRes"),
+        codpays=a("CodPays"),
+        has_bank=has_bank,
+        codeetab=b("CodeEtab"),
+        codeguic=b("CodeGuic"),
+        idcpte=b("IdCpte"),
+        clerib=b("CleRib"),
+        bic=b("BIC"),
+        iban=b("IBAN"),
+        titcpte=b("TitCpte"),
         line=el.sourceline,
     )
 
@@ -240,7 +265,8 @@ def _drop(el: etree._Element) -> None:
 class PesStreamReader:
     """Turns "end" events of container elements into PES items. Feed it every such element."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, read_tiers: bool = True) -> None:
+        self.read_tiers = read_tiers  # False: only count the Tiers blocks (faster, for the validator)
         self.parametres: etree._Element | None = None
         self._params: dict[str, str | None] = {}
         self.domain: str | None = None
@@ -353,40 +379,58 @@ class PesStreamReader:
     def _piece(self, el: etree._Element) -> Piece:
         self.piece_index += 1
         domain = self._domain_of(el.getparent())
-        bloc = el.find("BlocPiece")
-        info = bloc.find("InfoPce") if bloc is not None and domain == "depense" else bloc
+        info_el = None
         lignes = []
-        for n, lp in enumerate(el.iterfind("LigneDePiece"), start=1):
-            bl = lp.find("BlocLignePiece")
-            il = None
-            if bl is not None:
-                il = bl.find("InfoLignePce")
-                if il is None:
-                    il = bl.find("InfoLignePiece")
-            lignes.append(
-                Ligne(
-                    index=n,
-                    idligne=_v(il, "IdLigne"),
-                    nature=_v(il, "Nature"),
-                    mtht=_v(il, "MtHT"),
-                    mttva=_v(il, "MtTVA"),
-                    modregl=_v(il, "ModRegl"),
-                    pjrefs=_pjrefs(il),
-                    tiers=[_tiers(t) for t in lp.iterfind("Tiers")],
-                    line=lp.sourceline,
-                )
-            )
+        n = 0
+        for child in el:
+            tag = child.tag
+            if tag == "BlocPiece":
+                info_el = child.find("InfoPce") if domain == "depense" else child
+            elif tag == "LigneDePiece":
+                n += 1
+                lignes.append(self._ligne(child, n, self.read_tiers))
+        info = _values(info_el)
         return Piece(
             domain=domain,
             bordereau_index=self.bordereau_count,
             index=self.piece_index,
-            idpce=_v(info, "IdPce"),
-            typpce=_v(info, "TypPce"),
-            natpce=_v(info, "NatPce"),
-            obj=_v(info, "Obj") if domain == "depense" else _v(info, "ObjPce"),
-            pjrefs=_pjrefs(info),
+            idpce=info.get("IdPce"),
+            typpce=info.get("TypPce"),
+            natpce=info.get("NatPce"),
+            obj=info.get("Obj") if domain == "depense" else info.get("ObjPce"),
+            pjrefs=_pjrefs(info_el) if "PJRef" in info else [],
             lignes=lignes,
             line=el.sourceline,
+        )
+
+    @staticmethod
+    def _ligne(lp: etree._Element, n: int, read_tiers: bool = True) -> Ligne:
+        il = None
+        tiers = []
+        n_tiers = 0
+        for child in lp:
+            tag = child.tag
+            if tag == "BlocLignePiece":
+                for sub in child:
+                    if sub.tag in ("InfoLignePce", "InfoLignePiece"):
+                        il = sub
+                        break
+            elif tag == "Tiers":
+                n_tiers += 1
+                if read_tiers:
+                    tiers.append(_tiers(child))
+        v = _values(il)
+        return Ligne(
+            index=n,
+            idligne=v.get("IdLigne"),
+            nature=v.get("Nature"),
+            mtht=v.get("MtHT"),
+            mttva=v.get("MtTVA"),
+            modregl=v.get("ModRegl"),
+            pjrefs=_pjrefs(il) if "PJRef" in v else [],
+            tiers=tiers,
+            n_tiers=n_tiers,
+            line=lp.sourceline,
         )
 
 

@@ -215,7 +215,7 @@ def rib_format_valid(etab: pd.Series, guichet: pd.Series, compte: pd.Series, cle
 
 
 def rib_valid(etab: pd.Series, guichet: pd.Series, compte: pd.Series, cle: pd.Series) -> pd.Series:
-    """RIB key check: (89 b + 15 g + 3 c + key) mod 97 == 0 after letter conversion."""
+    """RIB key check: key == 97 - ((89 b + 15 g + 3 c) mod 97) after letter conversion."""
     fmt = rib_format_valid(etab, guichet, compte, cle)
     out = pd.Series(False, index=etab.index)
     if fmt.any():
@@ -226,7 +226,7 @@ def rib_valid(etab: pd.Series, guichet: pd.Series, compte: pd.Series, cle: pd.Se
         g = m[:, 5:10] @ p10[-5:]
         c = m[:, 10:21] @ p10
         k = _str(cle)[fmt].astype("int64").to_numpy()
-        out[fmt] = (89 * b + 15 * g + 3 * c + k) % 97 == 0
+        out[fmt] = 97 - (89 * b + 15 * g + 3 * c) % 97 == k  # key in 01..97: "00" is never valid
     return out
 
 

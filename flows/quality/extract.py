@@ -107,6 +107,8 @@ def iter_tiers_rows(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BY
     path = Path(path)
     if not path.is_file():
         raise UnreadableFile(f"Fichier introuvable : {path}")
+    if path.stat().st_size == 0:
+        raise UnreadableFile(f"Le fichier est vide : {path.name}")
     ctx: dict = dict(flux=None, bordereau=None, exercice=None, piece=None, ligne=None, position=0)
     root_seen = False
     try:

@@ -25,7 +25,7 @@ import pandas as pd
 from flows.findings import Finding, Report
 from flows.quality.extract import extract_tiers, place_labels
 from flows.quality.plain import failures_plain
-from flows.quality.rules import Cond, Rule, build_rules, prepare
+from flows.quality.rules import Cond, Rule, build_rules, prepare, validation_frame
 
 _GX: dict[str, Any] = {}
 
@@ -152,15 +152,6 @@ def _gx():
     return _GX
 
 
-def rule_columns(rules: list[Rule]) -> list[str]:
-    cols: dict[str, None] = {}
-    for r in rules:
-        cols[r.column] = None
-        for c in r.when:
-            cols[c.column] = None
-    return list(cols)
-
-
 def build_suite(rules: list[Rule]):
     """The GE ExpectationSuite expressing every rule (one expectation each)."""
     gx = _gx()["gx"]
@@ -170,16 +161,16 @@ def build_suite(rules: list[Rule]):
     return suite
 
 
-def failures_ge(prepared: pd.DataFrame, rules: list[Rule], suite=None) -> pd.DataFrame:
-    """(row, rule) of every violation, computed by one GE validation run over the frame."""
+def failures_ge(prepared: pd.DataFrame, rules: list[Rule], suite=None, *, framed: bool = False) -> pd.DataFrame:
+    """(row, rule) of every violation, computed by one GE validation run over the frame
+    (`framed=True` when `prepared` is already a validation_frame)."""
     empty = pd.DataFrame({"row": pd.Series([], dtype="int64"), "rule": pd.Series([], dtype=object)})
     if len(prepared) == 0 or not rules:
         return empty
     g = _gx()
     suite = suite if suite is not None else build_suite(rules)
-    # Only the columns the rules read: every row condition is a DataFrame.query, whose cost grows
-    # with the number of columns (pandas builds a resolver for each).
-    batch = g["batch_definition"].get_batch(batch_parameters={"dataframe": prepared[rule_columns(rules)]})
+    frame = prepared if framed else validation_frame(prepared, rules)
+    batch = g["batch_definition"].get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
     parts = []
     for res in result.results:

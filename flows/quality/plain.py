@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flows.quality.rules import Rule, build_rules, prepare
+from flows.quality.rules import Rule, build_rules, prepare, validation_frame
 
 FAILURE_COLUMNS = ["row", "rule"]
 
 
-def failures_plain(prepared: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
-    """(row, rule) of every violation, rows being index labels of `prepared`."""
+def failures_plain(prepared: pd.DataFrame, rules: list[Rule], *, framed: bool = False) -> pd.DataFrame:
+    """(row, rule) of every violation, rows being index labels of `prepared`
+    (`framed=True` when `prepared` is already a validation_frame)."""
+    prepared = prepared if framed else validation_frame(prepared, rules)
     parts = []
     for rule in rules:
         bad = rule.failing(prepared).to_numpy()

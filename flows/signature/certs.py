@@ -13,10 +13,10 @@ import os
 import re
 import stat
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -63,14 +63,14 @@ class Signer:
 
 def _utc(at: datetime | None) -> datetime:
     if at is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if at.tzinfo is None:
-        return at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc)
+        return at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)
 
 
 def _fr_date(d: datetime) -> str:
-    return d.astimezone(timezone.utc).strftime("%d/%m/%Y à %H:%M UTC")
+    return d.astimezone(UTC).strftime("%d/%m/%Y à %H:%M UTC")
 
 
 def common_name(cert: x509.Certificate) -> str:

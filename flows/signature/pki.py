@@ -10,9 +10,9 @@ import os
 import re
 import secrets
 import tempfile
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -85,7 +85,7 @@ def make_certificate(
     or ("key_encipherment",)) and untrusted-CA certificates.
     """
     key = key or new_rsa_key(key_size)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     not_before = not_before or (now - timedelta(minutes=5))
     not_after = not_after or (not_before + timedelta(days=days))
     attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG)]
@@ -140,7 +140,7 @@ def _new_password() -> bytes:
 
 
 def _still_valid(cert: x509.Certificate) -> bool:
-    return cert.not_valid_after_utc - datetime.now(timezone.utc) > timedelta(days=RENEW_BEFORE_DAYS)
+    return cert.not_valid_after_utc - datetime.now(UTC) > timedelta(days=RENEW_BEFORE_DAYS)
 
 
 def _load_ca(directory: Path) -> tuple[object, x509.Certificate] | None:
@@ -177,6 +177,9 @@ def create_demo_pki(directory: str | Path, officials: list[tuple[str, str, str]]
     Returns {"directory", "ca" (ca.pem path), "officials": {id: {"p12", "password_file", "name",
     "role", "not_after"}}, "created": [...], "reused": [...]} — paths only, never secrets.
     """
+    for oid, _name, _role in officials:
+        if not _ID_RE.match(oid):
+            raise ValueError(f"Identifiant d'élu invalide pour un nom de fichier : « {oid} » (lettres, chiffres, - et _).")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -202,8 +205,6 @@ def create_demo_pki(directory: str | Path, officials: list[tuple[str, str, str]]
     ca_key, ca_cert = ca
     out: dict = {"directory": str(directory), "ca": str(directory / "ca.pem"), "officials": {}}
     for oid, name, role in officials:
-        if not _ID_RE.match(oid):
-            raise ValueError(f"Identifiant d'élu invalide pour un nom de fichier : « {oid} » (lettres, chiffres, - et _).")
         p12, pw = directory / f"{oid}.p12", directory / f"{oid}.pass"
         if "ca" in created or not _official_ok(directory, oid, name, role, ca_cert):
             password = _new_password()

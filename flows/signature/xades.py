@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape  # nosec B406 - escaping only, nothing is parsed here
 
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
@@ -65,7 +65,7 @@ def _text(value: str, what: str, limit: int = 255) -> str:
 
 
 def _place_xml(place: str | None) -> str:
-    """"34000 Montpellier" -> City + PostalCode; "Montpellier" -> City. Country: France."""
+    """Place text: '34000 Montpellier' gives City + PostalCode, 'Montpellier' a City; country France."""
     if not place:
         return ""
     place = place.strip()
@@ -100,7 +100,7 @@ class _Builder:
         der = signer.cert.public_bytes(serialization.Encoding.DER)
         self.cert_b64 = wrap76(base64.b64encode(der).decode("ascii"))
         cert_digest = base64.b64encode(
-            signer.cert.fingerprint(hashes.SHA1() if digest == "sha1" else hashes.SHA256())
+            signer.cert.fingerprint(hashes.SHA1() if digest == "sha1" else hashes.SHA256())  # noqa: S303  # nosec B303 - policy 1.4 mandates SHA-1
         ).decode("ascii")
         policy_xml = ""
         if policy:
@@ -130,8 +130,13 @@ class _Builder:
         )
         self._parser = xmlsafe.parser()
 
-    def fragment(self, sig_id: str, target_uri: str, target_digest: str, *, enveloped: bool, declare_ds: bool) -> str:
-        """The ds:Signature text for one target whose (transformed) digest is already known."""
+    def fragment(
+        self, sig_id: str, target_uri: str, target_digest: str, *, enveloped: bool, declare_ds: bool, xml_target: bool = True
+    ) -> str:
+        """The ds:Signature text for one target whose (transformed) digest is already known.
+
+        xml_target=False: the target is raw bytes (detached file), referenced without transforms.
+        """
         x = self.xades_ns
         sp_id = f"{sig_id}_SP"
         sp_inner = f"<xad:SignedSignatureProperties>{self.props_tail}</xad:SignedSignatureProperties>"
@@ -139,10 +144,11 @@ class _Builder:
         sp_digest = digest_b64(canonicalize(etree.fromstring(sp_alone, self._parser), EXC_C14N), self.digest)
         transforms = f'<ds:Transform Algorithm="{ENVELOPED}"/>' if enveloped else ""
         transforms += f'<ds:Transform Algorithm="{EXC_C14N}"/>'
+        transforms = f"<ds:Transforms>{transforms}</ds:Transforms>" if xml_target else ""
         si_inner = (
             f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/>'
             f'<ds:SignatureMethod Algorithm="{self.method}"/>'
-            f'<ds:Reference URI="{escape(target_uri, {chr(34): "&quot;"})}"><ds:Transforms>{transforms}</ds:Transforms>'
+            f'<ds:Reference URI="{escape(target_uri, {chr(34): "&quot;"})}">{transforms}'
             f'<ds:DigestMethod Algorithm="{self.digest_uri}"/><ds:DigestValue>{target_digest}</ds:DigestValue></ds:Reference>'
             f'<ds:Reference Type="{x}SignedProperties" URI="#{sp_id}"><ds:Transforms>'
             f'<ds:Transform Algorithm="{EXC_C14N}"/></ds:Transforms>'
@@ -164,8 +170,8 @@ class _Builder:
 
 def _utc(ts: datetime | None) -> datetime:
     if ts is None:
-        return datetime.now(timezone.utc).replace(microsecond=0)
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        return datetime.now(UTC).replace(microsecond=0)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _bordereaux(root: etree._Element) -> list[etree._Element]:
@@ -231,7 +237,7 @@ def _splice(pes: bytes, root, bordereaux, fragments: list[bytes]) -> bytes | Non
                 return None
             pos = inner_start + idver.end()
             edits.append((pos, pos, idver.group(1) + b'<InfoDematerialisee V="1"/>'))
-    for end, frag in zip(ends, fragments):
+    for end, frag in zip(ends, fragments, strict=True):
         edits.append((end.start(), end.start(), frag))
     edits.sort(key=lambda e: e[0])
     out, last = [], 0
@@ -261,7 +267,8 @@ def _looks_signed(data: bytes, ids: list[str]) -> bool:
     for block in root:
         if block.tag in BLOCKS:
             head = block.find(BLOCKS[block.tag])
-            if head is not None and head.find("InfoDematerialisee[@V='1']") is None:
+            infos = head.findall("InfoDematerialisee") if head is not None else []
+            if head is not None and [i.get("V") for i in infos] != ["1"]:
                 return False
     return True
 
@@ -301,6 +308,8 @@ def sign_pes_with(
     if xades_namespace not in XADES_NAMESPACES:
         raise SignatureError(f"Espace de noms XAdES non pris en charge : {xades_namespace}")
     when = _utc(signing_time)
+    # valid now AND at the claimed signing time: a back-dated SigningTime cannot revive an expired certificate
+    check_signing_certificate(signer.cert)
     check_signing_certificate(signer.cert, at=when)
     root = xmlsafe.parse_bytes(pes)
     bordereaux = _bordereaux(root)
@@ -314,7 +323,7 @@ def sign_pes_with(
 
     frags = [
         builder.fragment(f"{bid}_SIG_1", f"#{bid}", d, enveloped=True, declare_ds=not root_has_ds)
-        for bid, d in zip(ids, digests)
+        for bid, d in zip(ids, digests, strict=True)
     ]
     spliced = _splice(pes, root, bordereaux, [f.encode(encoding, "xmlcharrefreplace") for f in frags])
     if spliced is not None and _looks_signed(spliced, ids):
@@ -324,10 +333,10 @@ def sign_pes_with(
     if root_has_ds:
         frags = [
             builder.fragment(f"{bid}_SIG_1", f"#{bid}", d, enveloped=True, declare_ds=True)
-            for bid, d in zip(ids, digests)
+            for bid, d in zip(ids, digests, strict=True)
         ]
     parser = xmlsafe.parser()
-    for b, frag in zip(bordereaux, frags):
+    for b, frag in zip(bordereaux, frags, strict=True):
         b.append(etree.fromstring(frag, parser))
     _set_infodem_tree(root)
     decl = _DECL.match(pes)

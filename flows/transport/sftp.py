@@ -18,13 +18,13 @@ import errno
 import hashlib
 import logging
 import posixpath
-import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED
 
 from flows.transport.base import (
     DEFAULT_MAX_READ,
@@ -231,7 +231,7 @@ class SftpEndpoint:
             raise RemotePermissionDenied(
                 f"{what} : accès refusé à « {path} » sur {self.host}:{self.port}"
             ) from exc
-        except (paramiko.SSHException, EOFError, TimeoutError, ConnectionError, socket.timeout) as exc:
+        except (paramiko.SSHException, EOFError, TimeoutError, ConnectionError) as exc:
             self.close()
             raise TransportUnavailable(
                 f"{what} « {path} » : connexion perdue avec {self.host}:{self.port} "
@@ -259,6 +259,20 @@ class SftpEndpoint:
         with self.sftp.open(path, "rb") as fh:
             fh.prefetch()
             return sha256_stream(fh)
+
+    def _fsync(self, fh: paramiko.SFTPFile) -> None:
+        """fsync@openssh.com (OpenSSH, asyncssh): the bytes are on the server's disk before the rename.
+
+        paramiko has no public call for it; a server without the extension answers "unsupported"
+        (an OSError without errno), which is not an error for us.
+        """
+        fh.flush()
+        try:
+            self.sftp._request(CMD_EXTENDED, "fsync@openssh.com", fh.handle)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            log.debug("le serveur %s:%s ne propose pas fsync@openssh.com", self.host, self.port)
 
     def _same(self, path: str, attrs: paramiko.SFTPAttributes, payload: Payload) -> bool:
         return attrs.st_size == payload.size and self._remote_sha256(path) == payload.sha256
@@ -348,6 +362,7 @@ class SftpEndpoint:
                     fh.set_pipelined(True)
                     for chunk in payload.chunks():
                         fh.write(chunk)
+                    self._fsync(fh)
                 written = self.sftp.stat(part).st_size
                 if written != payload.size:
                     raise TransportUnavailable(

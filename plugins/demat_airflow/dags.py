@@ -97,7 +97,7 @@ def build_dossier_dag(flow: str) -> DAG:
                 raise AirflowSkipException(f"Dossier {outcome.dossier_id} : {outcome.state}")
             return outcome.state
 
-        parapheur = ParapheurOperator(task_id="parapheur")
+        parapheur = ParapheurOperator(task_id="parapheur", retries=2, retry_delay=timedelta(seconds=5))
 
         @task(**TRANSIENT_RETRIES)
         def sign_and_transmit(params=None, ti=None) -> str:

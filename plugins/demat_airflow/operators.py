@@ -28,11 +28,9 @@ class ParapheurOperator(HITLOperator):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("subject", "Parapheur")
-        super().__init__(
-            options=[APPROVE, REJECT],
-            params={"motif": Param("", type="string", title="Motif (obligatoire en cas de rejet)")},
-            **kwargs,
-        )
+        params = dict(kwargs.pop("params", None) or {})
+        params["motif"] = Param("", type="string", title="Motif (obligatoire en cas de rejet)")
+        super().__init__(options=[APPROVE, REJECT], params=params, **kwargs)
 
     def execute(self, context):
         from demat_airflow.context import settings

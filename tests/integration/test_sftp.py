@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+
 import paramiko
 import pytest
 
@@ -297,3 +298,49 @@ def test_endpoints_share_the_protocol(tmp_path, gateway):
 
     assert isinstance(LocalEndpoint(tmp_path), Endpoint)
     assert isinstance(endpoint(gateway), Endpoint)
+
+
+def test_server_refuses_shell_exec_forwarding_and_passwords(clean):
+    with endpoint(clean) as ep:
+        with pytest.raises(paramiko.SSHException):
+            ep._client.exec_command("id", timeout=3)[1].read()
+        with pytest.raises(paramiko.SSHException):
+            ep._client.invoke_shell()
+        with pytest.raises(paramiko.ChannelException):
+            ep._client.get_transport().open_channel("direct-tcpip", ("127.0.0.1", 22), ("127.0.0.1", 0), timeout=3)
+    t = paramiko.Transport(("127.0.0.1", clean["server"].port))
+    try:
+        t.start_client(timeout=5)
+        with pytest.raises(paramiko.BadAuthenticationType) as err:
+            t.auth_password("demat", "motdepasse")
+        assert err.value.allowed_types == ["publickey"]
+    finally:
+        t.close()
+
+
+def test_backoff_retries_transient_errors_only():
+    from flows.transport.retry import with_backoff
+
+    delays: list[float] = []
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransportUnavailable("refusé")
+        return "ok"
+
+    assert with_backoff(flaky, base_delay=1, jitter=0, sleep=delays.append) == "ok"
+    assert delays == [1, 2]
+
+    def conflict():
+        calls.append(1)
+        raise RemoteConflict("différent")
+
+    calls.clear()
+    with pytest.raises(RemoteConflict):
+        with_backoff(conflict, sleep=delays.append)
+    assert len(calls) == 1  # permanent: no retry
+    calls.clear()
+    with pytest.raises(TransportUnavailable):
+        with_backoff(lambda: (_ for _ in ()).throw(TransportUnavailable("x")), attempts=2, sleep=lambda d: None)

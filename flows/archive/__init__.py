@@ -1,0 +1,1 @@
+"""SEDA archive deposit: packages (seda), official schemas (schemas), SAE replies (replies), SAE checks (check)."""

@@ -1,0 +1,94 @@
+"""The embedded platform, started for real (PostgreSQL, simulators, airflow standalone) in a temp state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from embedded.postgres import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Platform:
+    state: Path
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def secrets(self) -> dict:
+        return json.loads((self.state / "secrets.json").read_text())
+
+    @property
+    def database_url(self) -> str:
+        from embedded.postgres import EmbeddedPostgres
+
+        return EmbeddedPostgres(self.state / "postgres", port=int((self.state / "postgres.port").read_text())).url("demat")
+
+    def airflow_processes(self) -> dict[str, int]:
+        """Airflow components alive under this platform, by name."""
+        found: dict[str, int] = {}
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.environ().get("DEMAT_STATE") != str(self.state):
+                    continue
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
+                if f"airflow {name}" in cmd:
+                    found[name] = p.info["pid"]
+        return found
+
+
+def _processes_of(state: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("DEMAT_STATE") == str(state):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> Platform:
+    state = tmp_path_factory.mktemp("demat-state")
+    port = free_port()
+    log = (state / "launcher.log").open("ab")
+    env = {**os.environ, "DEMAT_STATE": str(state), "DEMAT_COLLECT_SECONDS": "10", "DEMAT_INBOX_MIN_AGE": "1.0"}
+    proc = subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 420
+    while not (state / "ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (state / "launcher.log").read_text(errors="replace")[-4000:]
+            af = state / "airflow-standalone.log"
+            tail += "\n--- airflow ---\n" + (af.read_text(errors="replace")[-4000:] if af.exists() else "")
+            proc.kill()
+            pytest.fail(f"the embedded platform did not become ready:\n{tail}")
+        time.sleep(1)
+    yield Platform(state, port, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(2)
+    leftovers = [p for p in _processes_of(state) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert leftovers == [], f"processes left behind after Ctrl-C: {[p.cmdline() for p in leftovers]}"
