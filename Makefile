@@ -32,6 +32,10 @@ demo: venv
 test-deps:
 	@missing=""; command -v xmlsec1 >/dev/null || missing="$$missing xmlsec1"; \
 	 command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
+	 command -v openssl >/dev/null || missing="$$missing openssl"; \
+	 test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	 command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "[demat] apt-get install$$missing"; \

@@ -168,6 +168,7 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "DEMAT_INBOX": str(layout.inbox),
         "DEMAT_PKI": str(layout.pki),
         "DEMAT_OPERATORS": "admin,operateur",
+        "DEMAT_RUN_TOKEN": RUN_TOKEN,
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         "NO_PROXY": "127.0.0.1,localhost",
     })
@@ -250,14 +251,17 @@ def _kill_tree(proc: subprocess.Popen | None, sig_first: int = signal.SIGINT, gr
             break
 
 
-def _kill_leftovers(state: Path) -> None:
-    """Any process still carrying our DEMAT_STATE (a task supervisor that escaped the group)."""
+RUN_TOKEN = secrets.token_hex(8)  # marks every process this launcher starts
+
+
+def _kill_leftovers() -> None:
+    """Any process still carrying this run's token (a task supervisor that escaped the group)."""
     me = os.getpid()
     for p in psutil.process_iter(["pid"]):
         if p.pid == me:
             continue
         try:
-            if p.environ().get("DEMAT_STATE") == str(state):
+            if p.environ().get("DEMAT_RUN_TOKEN") == RUN_TOKEN:
                 p.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -323,8 +327,11 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         env = airflow_env(layout, pg, secrets_, port, read_endpoints(layout))
         _write_passwords(layout, secrets_)
         log("Migration de la base Airflow")
-        subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
+        migrated = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, cwd=REPO,
+                                  capture_output=True, text=True)
+        if migrated.returncode != 0:
+            log("La migration de la base Airflow a échoué :\n" + migrated.stderr[-3000:])
+            return 1
         log("airflow standalone (scheduler, dag-processor, triggerer, api-server)")
         aflog = (layout.state / "airflow-standalone.log").open("ab")
         standalone = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, cwd=REPO,
@@ -349,7 +356,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         (layout.state / "ready").unlink(missing_ok=True)
         _kill_tree(standalone)
         _kill_tree(sims, signal.SIGTERM, 10)
-        _kill_leftovers(layout.state)
+        _kill_leftovers()
         pg.stop()
         layout.run_file.unlink(missing_ok=True)
         log("Arrêté.")

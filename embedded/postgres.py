@@ -145,8 +145,18 @@ class EmbeddedPostgres:
         raise RuntimeError(f"PostgreSQL ne répond pas sur 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
-        if self.initialised():
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+        """Fast shutdown; immediate if that hangs; never leave a postmaster behind."""
+        if not self.initialised():
+            return
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", check=False, timeout=40)
+        if self.running():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "10", "stop", check=False)
+        pidfile = self.data / "postmaster.pid"
+        if self.running() and pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), 9)
+            except (ProcessLookupError, ValueError):
+                pass
 
     def ensure_database(self, name: str) -> None:
         import psycopg2

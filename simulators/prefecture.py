@@ -52,6 +52,10 @@ AR_FOR = {
     "ReponseLettreObservations": "ARReponseRejetLettreObservations",
 }
 NO_ANSWER = {"ReponseCourrierSimple", "ARDemandePieceComplementaire", "ARLettreObservations"}
+# Scenario hook (tests, demo): an acte whose Objet contains "[simulateur:3-1]" (2-1, 3-1 or 4-1, several
+# separated by commas) gets that letter for sure, `forced_delay` seconds (Settings.extra, default 5) after its AR.
+FORCED_RE = re.compile(r"\[simulateur:\s*([0-9]-1(?:\s*,\s*[0-9]-1)*)\s*\]")
+FORCED_KINDS = {"2-1": "CourrierSimple", "3-1": "DemandePieceComplementaire", "4-1": "LettreObservations"}
 
 
 # -- adapters to flows.actes (lazy: the simulator runs even if that module is not ready) -------
@@ -234,6 +238,10 @@ class _Out:
         return self._archive(name, retour_classification(day), {}, delay=None, note="RetourClassification")
 
 
+def acte_objet(r: W.Received) -> str:
+    return (r.message.findtext(W.q("Objet")) or "") if r.message is not None else ""
+
+
 def prefecture_rules(incoming: Incoming) -> Decision:
     settings = incoming.settings
     if incoming.too_large:
@@ -270,7 +278,14 @@ def prefecture_rules(incoming: Incoming) -> Decision:
             return Decision([out.anomalie_acte(nature, detail, current)], f"AnomalieActe {nature} pour {r.idacte} : {detail}")
         replies = [out.aracte(current)]
         outcome = f"ARActe pour {r.idacte}"
-        if incoming.rng.random() < settings.later_rate:
+        forced = FORCED_RE.search(acte_objet(r))
+        if forced:
+            delay = float(settings.extra.get("forced_delay", 5.0))
+            for code in (c.strip() for c in forced.group(1).split(",")):
+                if code in FORCED_KINDS:
+                    replies.append(out.courrier(FORCED_KINDS[code], delay))
+                    outcome += f", puis {FORCED_KINDS[code]} (scénario demandé) après {delay:g} s"
+        elif incoming.rng.random() < settings.later_rate:
             later = incoming.rng.choice(LATER_KINDS)
             replies.append(out.courrier(later, settings.later_delay))
             outcome += f", puis {later} après {settings.later_delay:g} s"

@@ -52,7 +52,15 @@ _COMMON: dict[str, tuple[str, ...]] = {
 }
 
 FLOWS: dict[str, dict[str, tuple[str, ...]]] = {
-    "actes": {**_COMMON, "acquitte": ("depose_sae", "annule", "erreur"), "depose_sae": (*_COMMON["depose_sae"],)},
+    "actes": {
+        **_COMMON,
+        "acquitte": ("depose_sae", "annule", "erreur"),
+        # Annulation (6-1) acknowledged by ARAnnulation (6-2): the transmission is cancelled whatever
+        # the archive side has done meanwhile (the SAE copy stays, the dossier says "annulé").
+        "transmis": (*_COMMON["transmis"], "annule"),
+        "depose_sae": (*_COMMON["depose_sae"], "annule"),
+        "archive": ("annule",),
+    },
     "helios": dict(_COMMON),
 }
 

@@ -492,7 +492,7 @@ def _place_of(el: etree._Element, counters: dict[str, int]) -> str:
             parts.append(f"ligne {_label(il.get('V') if il is not None else None, counters['LigneDePiece'] + 1)}")
         elif tag in ("EnTetePES", "Enveloppe", "PES_PJ", "Tiers"):
             parts.append({"EnTetePES": "en-tête", "Enveloppe": "enveloppe", "PES_PJ": "PES_PJ", "Tiers": "tiers"}[tag])
-    local = etree.QName(el).localname if isinstance(el.tag, str) else ""
+    local = _localname(el)
     if local and (not parts or local not in ("Bordereau", "Piece", "LigneDePiece")):
         parts.append(local)
     return " / ".join(parts)
@@ -552,7 +552,7 @@ def _locate_xsd_errors(path: Path, messages: list[str], *, time_budget: float = 
                             pending.append((err.message, name, value, want))
                     seen = n
                 if pending and isinstance(el.tag, str):
-                    local = etree.QName(el).localname
+                    local = _localname(el)
                     still = []
                     for msg, name, value, want in pending:
                         if want == ev and name == local and (value is None or el.get("V") == value):
@@ -585,11 +585,19 @@ def _locate_xsd_errors(path: Path, messages: list[str], *, time_budget: float = 
     return located
 
 
+def _localname(el) -> str:
+    """Local name of an element without etree.QName, which raises ValueError on the malformed
+    names ("n:", ":a") that libxml2's streaming parser yields before reporting the syntax error."""
+    tag = el.tag
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
 def _root_localname(path: Path) -> str | None:
     """Local name of the root element (first start event), None if the start is unreadable."""
     try:
         for _ev, el in _hardened_iterparse(path, events=("start",)):
-            return etree.QName(el).localname
+            name = _localname(el)
+            return name if name and ":" not in name else None
     except etree.XMLSyntaxError:
         return None
     return None

@@ -43,7 +43,9 @@ def _record(session, counterpart: str, name: str, sha: str, dossier_id: str | No
 
 
 def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: str = "retour") -> CollectResult:
-    handler = {"prefecture": _handle_prefecture, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
+    from flows.pipeline.prefecture import handle_prefecture_reply
+
+    handler = {"prefecture": handle_prefecture_reply, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
     store = ArtefactStore(settings.store_root)
     result = CollectResult()
     with endpoint_factory(counterpart) as ep:
@@ -71,50 +73,6 @@ def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: s
             ep.mkdir_p(f"{reply_dir}/{DONE_DIR}")
             ep.move(path, f"{reply_dir}/{DONE_DIR}/{name}")
     return result
-
-
-# --------------------------------------------------------------------------------------------- préfecture
-def _handle_prefecture(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
-    from flows.actes.messages import parse_message, read_archive
-
-    archive = read_archive(data)
-    touched: list[str] = []
-    for message_bytes in _archive_messages(archive):
-        msg = parse_message(message_bytes)
-        if not msg.idacte:
-            continue
-        dossier = session.execute(
-            select(Dossier).where(Dossier.idacte == msg.idacte).with_for_update()
-            if session.bind.dialect.name == "postgresql" else select(Dossier).where(Dossier.idacte == msg.idacte)
-        ).scalar_one_or_none()
-        if dossier is None:
-            continue
-        service.attach(session, store, dossier, kind=f"prefecture_{msg.kind}", name=name, data=data,
-                       media_type="application/gzip")
-        if msg.kind == "ARActe":
-            if dossier.state == "transmis":
-                dossier.acknowledged_at = service.now()
-                service.transition(session, dossier, "acquitte", actor="préfecture", message=msg.summary_fr,
-                                   event="ARActe", details={"date": str(msg.date or "")})
-        elif msg.kind in ("AnomalieActe", "AnomalieEnveloppe"):
-            if dossier.state == "transmis":
-                service.transition(session, dossier, "refuse_etat", actor="préfecture", message=msg.summary_fr,
-                                   event=msg.kind, details={"nature": str(msg.nature or "")})
-        else:
-            service.note(session, dossier, event=msg.kind, actor="préfecture", message=msg.summary_fr)
-        touched.append(dossier.id)
-    return touched
-
-
-def _archive_messages(archive) -> list[bytes]:
-    """The XML messages of a received @ctes archive (envelope excluded)."""
-    messages = getattr(archive, "messages", None)
-    if messages is None:
-        return []
-    out = []
-    for m in messages:
-        out.append(m if isinstance(m, bytes) else getattr(m, "data", None) or getattr(m, "content", b""))
-    return out
 
 
 # --------------------------------------------------------------------------------------------- DGFiP
@@ -156,9 +114,11 @@ def _handle_sae(session, store: ArtefactStore, name: str, data: bytes) -> list[s
     ).scalars().first()
     if dossier is None:
         return []
-    kind = "sae_ack" if reply.kind == "Acknowledgement" else "sae_reply"
+    # parse again knowing our identifier: some systems swap the identifiers of their reply
+    reply = parse_reply(data, our_message_identifier=dossier.message_identifier)
+    kind = "sae_reply" if reply.final else "sae_ack"
     service.attach(session, store, dossier, kind=kind, name=name, data=data, media_type="application/xml")
-    if reply.kind == "Acknowledgement":
+    if not reply.final:
         service.note(session, dossier, event="Acknowledgement", actor="SAE",
                      message="Accusé de réception du SAE : le paquet est pris en charge.")
     elif dossier.state == "depose_sae":

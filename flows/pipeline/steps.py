@@ -135,8 +135,10 @@ def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
 
 def _validate_acte(session, dossier: Dossier, coll: Collectivite, path: Path) -> Report:
     from flows.actes.validate import validate_acte_zip
+    from flows.pipeline.classification import current_classification
 
-    report = validate_acte_zip(path, coll, known_numeros=_known(session, Dossier.numero_interne, dossier))
+    report = validate_acte_zip(path, coll, known_numeros=_known(session, Dossier.numero_interne, dossier),
+                               classification=current_classification(session, coll.siren))
     s = report.summary
     dossier.numero_interne = s.get("numero_interne")
     dossier.objet = s.get("objet")

@@ -56,11 +56,10 @@ _BLOCKS = {
     "CpteBancaire": frozenset(BANQUE_FIELDS),
 }
 _COL_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_BLOCK_INDEX = {block: {f: _COL_INDEX[f] for f in fields} for block, fields in _BLOCKS.items()}
 _FLUX = {"PES_DepenseAller": "depense", "PES_RecetteAller": "recette"}
 # Subtrees freed as soon as they end (with their already-processed preceding siblings).
-_FREE = frozenset(
-    {"LigneDePiece", "BlocPiece", "BlocBordereau", "Piece", "Bordereau", "PJ", "EnTetePES", "Enveloppe"}
-)
+_FREE = frozenset({"LigneDePiece", "Piece", "Bordereau", "PJ", "Signature"})
 
 
 def _local(tag: object) -> str:
@@ -86,20 +85,35 @@ def _tiers_row(tiers: etree._Element, ctx: dict) -> list:
     row[4] = ctx["ligne"]
     row[5] = ctx["position"]
     row[6] = tiers.sourceline
-    for block in tiers:
-        name = _local(block.tag)
-        wanted = _BLOCKS.get(name)
+    for block in tiers:  # children are unqualified: their tag is the plain name
+        wanted = _BLOCK_INDEX.get(block.tag)
         if wanted is None:
             continue
-        if name != "InfoTiers":
-            row[_COL_INDEX[name]] = "1"
+        if block.tag != "InfoTiers":
+            row[_COL_INDEX[block.tag]] = "1"
         for field in block:
-            fname = _local(field.tag)
-            if fname in wanted:
-                i = _COL_INDEX[fname]
-                if row[i] is None:  # first occurrence wins
-                    row[i] = field.get("V", "")
+            i = wanted.get(field.tag)
+            if i is not None and row[i] is None:  # first occurrence wins
+                row[i] = field.get("V", "")
     return row
+
+
+# The only elements Python hears about; lxml filters all the others in C (a tiers has ~25 elements,
+# so this keeps the per-tiers Python work to reading its own children).
+_TAGS = [
+    "PES_DepenseAller", "PES_RecetteAller", "Bordereau", "Piece", "LigneDePiece",
+    "Exer", "IdBord", "IdPce", "IdLigne", "Tiers", "PJ", "{*}Signature",
+]  # fmt: skip
+
+
+def _root_name(path: Path) -> str:
+    """Local name of the root element, reading only the first chunk of the file."""
+    with path.open("rb") as fh:
+        xmlsafe.check_prolog(fh.read(65536))
+        fh.seek(0)
+        for _event, elem in xmlsafe.iterparse(fh, events=("start",)):
+            return _local(elem.tag)
+    return ""
 
 
 def iter_tiers_rows(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES):
@@ -110,19 +124,19 @@ def iter_tiers_rows(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BY
     if path.stat().st_size == 0:
         raise UnreadableFile(f"Le fichier est vide : {path.name}")
     ctx: dict = dict(flux=None, bordereau=None, exercice=None, piece=None, ligne=None, position=0)
-    root_seen = False
     try:
-        for event, elem in xmlsafe.iterparse(path, events=("start", "end"), max_bytes=max_bytes):
+        if path.stat().st_size > max_bytes:
+            raise xmlsafe.UnsafeXML(f"Le document XML dépasse la taille maximale autorisée ({max_bytes} octets).")
+        root = _root_name(path)
+        if root != "PES_Aller":
+            raise UnreadableFile(
+                f"Ce fichier n'est pas un PES_Aller (élément racine « {root} ») : "
+                "le contrôle des tiers ne s'applique qu'aux flux PES_Aller."
+            )
+        for event, elem in xmlsafe.iterparse(path, events=("start", "end"), tag=_TAGS, max_bytes=max_bytes):
             name = _local(elem.tag)
             if event == "start":
-                if not root_seen:
-                    root_seen = True
-                    if name != "PES_Aller":
-                        raise UnreadableFile(
-                            f"Ce fichier n'est pas un PES_Aller (élément racine « {name} ») : "
-                            "le contrôle des tiers ne s'applique qu'aux flux PES_Aller."
-                        )
-                elif name in _FLUX:
+                if name in _FLUX:
                     ctx["flux"] = _FLUX[name]
                 elif name == "Bordereau":
                     ctx.update(bordereau=None, exercice=None, piece=None, ligne=None)
@@ -149,14 +163,12 @@ def iter_tiers_rows(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BY
                     ctx["piece"] = elem.get("V")
                 elif name == "IdLigne" and pname in ("InfoLignePce", "InfoLignePiece"):
                     ctx["ligne"] = elem.get("V")
-            elif name in _FREE or name == "Signature":
+            elif name in _FREE:
                 _free(elem)
     except xmlsafe.UnsafeXML as exc:
         raise UnreadableFile(str(exc)) from exc
     except etree.XMLSyntaxError as exc:
         raise UnreadableFile(f"Le fichier n'est pas un XML bien formé : {exc}") from exc
-    if not root_seen:
-        raise UnreadableFile("Le fichier est vide ou ne contient aucun élément XML.")
 
 
 def extract_tiers(path: str | Path, *, max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES) -> pd.DataFrame:

@@ -174,8 +174,15 @@ def _obj(s: pd.Series) -> pd.Series:
 
 
 def _blank_to_none(s: pd.Series) -> pd.Series:
+    """Whitespace-only values become None (tested once per distinct value)."""
     s = _obj(s)
-    blank = s.notna() & (s.str.strip() == "")
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    blank_u = np.fromiter((isinstance(v, str) and not v.strip() for v in uniques), dtype=bool, count=len(uniques))
+    if not blank_u.any():
+        return s
+    blank = np.zeros(len(s), dtype=bool)
+    has = codes >= 0
+    blank[has] = blank_u[codes[has]]
     return s.where(~blank, None)
 
 
@@ -206,24 +213,43 @@ def unique_rows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     key = np.zeros(n, dtype=np.int64)
+    span = 1  # number of possible key values so far (mixed-radix code of the columns seen)
     for col in frame.columns:
         codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
-        key = pd.factorize(key * (len(uniques) + 1) + (codes.astype(np.int64) + 1))[0].astype(np.int64)
+        card = len(uniques) + 1
+        if span * card >= 2**62:  # compress before the mixed-radix key could overflow
+            key = pd.factorize(key)[0].astype(np.int64)
+            span = int(key.max()) + 1
+        key = key * card + (codes.astype(np.int64) + 1)
+        span *= card
+    key = pd.factorize(key)[0].astype(np.int64)
     k = int(key.max()) + 1
     first = np.full(k, n, dtype=np.int64)
     np.minimum.at(first, key, np.arange(n, dtype=np.int64))
     return key, first
 
 
+def _on_subset(fn, where: pd.Series, *series: pd.Series) -> pd.Series:
+    """fn (a vectorised check) evaluated only on the rows where it applies; False elsewhere."""
+    out = pd.Series(False, index=where.index)
+    sel = where.to_numpy(dtype=bool)
+    if sel.any():
+        out[sel] = fn(*(s[sel] for s in series)).to_numpy(dtype=bool)
+    return out
+
+
 def _prepare_records(rec: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Field-level normalisation and checks of distinct tiers records (no file context)."""
     out = pd.DataFrame({c: _blank_to_none(rec[c]) for c in rec.columns}, index=rec.index)
     nat, ident = out["NatIdTiers"], out["IdTiers"]
-    ident_s = ident.fillna("")
-    out["ok_siret"] = checks.siret_valid(ident_s.where(nat == "01", ""))
-    out["ok_siren"] = checks.siren_valid(ident_s.where(nat == "02", ""))
-    out["ok_finess"] = checks.finess_valid(ident_s.where(nat == "03", ""))
-    out["ok_nir"] = checks.nir_valid(ident_s.where(nat == "04", ""))
+    has_ident = ident.notna()
+    for col, code, fn in (
+        ("ok_siret", "01", checks.siret_valid),
+        ("ok_siren", "02", checks.siren_valid),
+        ("ok_finess", "03", checks.finess_valid),
+        ("ok_nir", "04", checks.nir_valid),
+    ):
+        out[col] = _on_subset(fn, has_ident & (nat == code), ident)
     out["ok_idformat"] = _id_format_valid(nat, ident)
 
     both = out["CatTiers"].notna() & out["NatJur"].notna()
@@ -235,11 +261,12 @@ def _prepare_records(rec: pd.DataFrame, params: dict) -> pd.DataFrame:
     out["has_rib"] = out[rib_cols].notna().any(axis=1)
     rib_complete = out[rib_cols].notna().all(axis=1)
     out["ok_cpte_complet"] = rib_complete | (out["IBAN"].notna() & ~out["has_rib"])
-    out["ok_rib_format"] = checks.rib_format_valid(*(out[c] for c in rib_cols))
-    out["ok_rib"] = checks.rib_valid(*(out[c] for c in rib_cols))
+    ribs = [out[c] for c in rib_cols]
+    out["ok_rib_format"] = _on_subset(checks.rib_format_valid, rib_complete, *ribs)
+    out["ok_rib"] = _on_subset(checks.rib_valid, out["ok_rib_format"], *ribs)
     iban_up = out["IBAN"].str.upper()
-    out["ok_iban"] = checks.iban_valid(iban_up)
-    out["ok_iban_rib"] = checks.iban_rib_valid(iban_up)
+    out["ok_iban"] = _on_subset(checks.iban_valid, iban_up.notna(), iban_up)
+    out["ok_iban_rib"] = ~out["ok_iban"] | _on_subset(checks.iban_rib_valid, out["ok_iban"], iban_up)
     domestic = [str(c).upper() for c in params["iban_pays_domestiques"]]
     out["iban_etranger"] = out["IBAN"].notna() & ~iban_up.str[:2].isin(domestic)
     out["tiers_key"] = tiers_keys(out)
@@ -264,20 +291,45 @@ def prepare(df: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         raise ValueError(f"colonnes absentes du tableau des tiers : {missing}")
     inverse, first = unique_rows(df[fields])
     records = _prepare_records(df[fields].iloc[first].reset_index(drop=True), params)
-    out = records.take(inverse).set_axis(df.index)
+    # Broadcast back to every occurrence. Text columns come out as pandas Categorical built from
+    # the per-record codes (no per-occurrence hashing); flags as plain numpy bools.
+    cols: dict[str, object] = {}
+    codes_of: dict[str, np.ndarray] = {}
+    for col in records.columns:
+        values = records[col]
+        if values.dtype == bool:
+            cols[col] = values.to_numpy()[inverse]
+            continue
+        codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+        occ = codes[inverse]
+        codes_of[col] = occ
+        cols[col] = pd.Categorical.from_codes(occ, categories=pd.Index(uniques, dtype=object))
+    out = pd.DataFrame(cols, index=df.index)
     for col in ("flux", "bordereau", "exercice", "piece", "ligne"):
         out[col] = _obj(df[col])
     out["position"] = df["position"].to_numpy()
     out["line"] = df["line"].to_numpy()
 
-    # consistency across the file, on every occurrence
-    key = out["tiers_key"]
-    has_id = out["key_is_id"] | out["key_is_ref"]
-    sig = out["bank_sig"]
-    n_sig = pd.DataFrame({"k": key.where(has_id, None), "sig": sig}).groupby("k", dropna=True)["sig"].transform("nunique")
-    out["ok_coherence_banque"] = ~((n_sig > 1) & sig.notna()).fillna(False).astype(bool)
-    n_nom = pd.DataFrame({"k": key.where(out["key_is_id"], None), "n": out["nom_norm"]}).groupby("k")["n"]
-    out["ok_coherence_nom"] = ~(n_nom.transform("nunique") > 1).fillna(False).astype(bool)
+    # consistency across the file, on every occurrence (integer codes: no string hashing)
+    key = codes_of["tiers_key"]
+    n_keys = int(key.max()) + 1 if len(key) else 0
+    has_id = out["key_is_id"].to_numpy() | out["key_is_ref"].to_numpy()
+    out["ok_coherence_banque"] = _distinct_per_key(np.where(has_id, key, -1), codes_of["bank_sig"], n_keys) <= 1
+    out["ok_coherence_nom"] = _distinct_per_key(np.where(out["key_is_id"].to_numpy(), key, -1), codes_of["nom_norm"], n_keys) <= 1
+    return out
+
+
+def _distinct_per_key(key: np.ndarray, value: np.ndarray, n_keys: int) -> np.ndarray:
+    """For each occurrence, how many distinct non-missing values its key carries in the file
+    (0 where the key or the value is missing: nothing to compare)."""
+    out = np.zeros(len(key), dtype=np.int64)
+    ok = (key >= 0) & (value >= 0)
+    if not ok.any():
+        return out
+    width = int(value.max()) + 1
+    pairs = np.unique(key[ok].astype(np.int64) * width + value[ok])
+    counts = np.bincount(pairs // width, minlength=n_keys)
+    out[ok] = counts[key[ok]]
     return out
 
 

@@ -162,3 +162,63 @@ def build_collect_dag() -> DAG:
 
         chain(collect_acknowledgments(), deposit_archives(), collect_sae_replies())
     return dag
+
+
+def build_watch_dag() -> DAG:
+    with DAG(
+        dag_id="demat_watch",
+        description="Alerte sur les dossiers sans réponse de l'État ou du SAE au-delà du seuil",
+        schedule=timedelta(minutes=10),
+        catchup=False,
+        max_active_runs=1,
+        tags=TAGS,
+    ) as dag:
+
+        @task(retries=2, retry_delay=timedelta(seconds=30))
+        def alert_silences() -> list[str]:
+            from demat_airflow.context import settings
+            from flows.pipeline.watch import alert_stuck
+
+            return [s.message() for s in alert_stuck(settings())]
+
+        alert_silences()
+    return dag
+
+
+def build_nightly_dag() -> DAG:
+    with DAG(
+        dag_id="demat_nightly",
+        description="Lot de nuit : dépôts SAE différés, rapport tiers du jour, rapport des dossiers bloqués",
+        schedule=CronTriggerTimetable("0 2 * * *", timezone="Europe/Paris"),
+        catchup=False,
+        max_active_runs=1,
+        tags=TAGS,
+    ) as dag:
+
+        @task(**TRANSIENT_RETRIES)
+        def deposit_nightly() -> list[str]:
+            from demat_airflow.context import endpoint, remote_dirs, settings
+            from flows.pipeline.deposit import deposit_ready
+
+            upload_dir, _ = remote_dirs("sae")
+            return deposit_ready(settings(), endpoint, upload_dir, timing="nightly", limit=100000)
+
+        @task(retries=1)
+        def tiers_report(data_interval_start=None) -> dict:
+            from datetime import UTC, datetime, timedelta
+
+            from demat_airflow.context import settings
+            from flows.pipeline.nightly import tiers_report as report
+
+            day = (data_interval_start or datetime.now(UTC) - timedelta(days=1)).date()
+            return report(settings(), day)
+
+        @task(retries=1)
+        def stuck_report() -> list[dict]:
+            from demat_airflow.context import settings
+            from flows.pipeline.nightly import stuck_report as report
+
+            return report(settings())
+
+        [deposit_nightly(), tiers_report(), stuck_report()]
+    return dag

@@ -28,8 +28,10 @@ class ParapheurOperator(HITLOperator):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("subject", "Parapheur")
-        params = dict(kwargs.pop("params", None) or {})
-        params["motif"] = Param("", type="string", title="Motif (obligatoire en cas de rejet)")
+        # The DAG's params (dossier_id) reach the task through the context; the form only asks for
+        # the reason, and Airflow checks the answer's params against the form's exactly.
+        kwargs.pop("params", None)
+        params = {"motif": Param("", type="string", title="Motif (obligatoire en cas de rejet)")}
         super().__init__(options=[APPROVE, REJECT], params=params, **kwargs)
 
     def execute(self, context):

@@ -50,8 +50,9 @@ class Platform:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
-                if f"airflow {name}" in cmd:
-                    found[name] = p.info["pid"]
+                # the API server renames its process: "airflow api_server -- host:..."
+                if f"airflow {name}" in cmd or f"airflow {name.replace('-', '_')} " in cmd:
+                    found[name] = min(found.get(name, p.info["pid"]), p.info["pid"])
         return found
 
 
@@ -89,6 +90,10 @@ def platform(tmp_path_factory) -> Platform:
         proc.wait(120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(2)
-    leftovers = [p for p in _processes_of(state) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    deadline = time.monotonic() + 30
+    while True:
+        leftovers = [p for p in _processes_of(state) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not leftovers or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert leftovers == [], f"processes left behind after Ctrl-C: {[p.cmdline() for p in leftovers]}"

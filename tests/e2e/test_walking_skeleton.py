@@ -106,7 +106,7 @@ def test_acte_and_pes_end_archived_and_invalid_refused(platform):
     from simulators.counterparts import Ledger
 
     for counterpart, name in (("dgfip", d_pes.transmission_name), ("prefecture", d_acte.transmission_name)):
-        assert Ledger.open(ledger / counterpart).count(name) == 1
+        assert Ledger(ledger / counterpart / "ledger.sqlite").count(name) == 1
 
 
 def test_parapheur_rejection_stops_the_dossier_with_who_and_why(platform):

@@ -100,3 +100,9 @@ def test_hostile_or_wrong_files_are_unreadable(tmp_path, data, why):
 def test_missing_file(tmp_path):
     with pytest.raises(UnreadableFile):
         extract_tiers(tmp_path / "absent.xml")
+
+
+def test_size_cap(tmp_path):
+    path = write(tmp_path, single(company()))
+    with pytest.raises(UnreadableFile, match="taille maximale"):
+        extract_tiers(path, max_bytes=100)

@@ -183,3 +183,18 @@ def test_rules_catalogue_is_french_and_complete():
         assert r.message and r.fix and r.severity in ("blocking", "warning")
     prepared = prepare(synth_tiers_frame(50, defect_rate=0))
     assert failures_plain(prepared, rules).empty
+
+
+def test_editable_data_and_severity_overrides():
+    from flows.quality.rules import load_catjur_pairs, load_params
+
+    pairs = load_catjur_pairs()
+    assert {"01/01", "50/03", "22/09"} <= pairs and "50/01" not in pairs
+    params = {**load_params(), "severites": {"TIERS-CP-FORMAT": "warning", "TIERS-NOM-LONGUEUR": "off"}}
+    rules = {r.code: r for r in build_rules(params)}
+    assert rules["TIERS-CP-FORMAT"].severity == "warning"
+    assert "TIERS-NOM-LONGUEUR" not in rules
+    df = synth_tiers_frame(10, defect_rate=0)
+    df.loc[0, "CP"] = "4000"
+    result = check_frame(df, engine="plain", rules=list(rules.values()))
+    assert result.ok and [f.rule for f in result.findings] == ["TIERS-CP-FORMAT"]

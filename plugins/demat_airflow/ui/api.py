@@ -1,0 +1,340 @@
+"""The business REST API (/demat/api/v1) for the collectivités' software (finance, acts registers).
+
+Authentication: an Airflow JWT (POST /auth/token) in `Authorization: Bearer`. A caller sees and
+submits for their own collectivité(s) only. Every error is JSON `{"erreur", "correction"}` in French.
+A submitted document is written atomically into the collectivité's inbox, so it becomes a dossier
+by exactly the same path as a file dropped by an agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from demat_airflow.ui.security import Caller, bearer, resolve_caller
+
+MAX_UPLOAD = 512 * 1024 * 1024  # same cap as the inbox (flows.pipeline.ingest.MAX_INBOX_BYTES)
+FLUX = {"actes": "actes", "helios": "helios"}
+EXTENSIONS = {"actes": (".zip",), "helios": (".xml",)}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, erreur: str, correction: str) -> None:
+        super().__init__(erreur)
+        self.status, self.erreur, self.correction = status, erreur, correction
+
+
+class Erreur(BaseModel):
+    erreur: str = Field(description="Ce qui ne va pas, en français")
+    correction: str = Field(description="Comment corriger")
+
+
+class Depot(BaseModel):
+    statut: Literal["accepte"] = "accepte"
+    dossier_id: str = Field(description="Identifiant du dossier qui sera créé (déterministe : collectivité, flux, "
+                                        "jour UTC, sha256)")
+    sha256: str
+    collectivite: str
+    flux: Literal["actes", "helios"]
+    nom: str = Field(description="Nom du fichier déposé dans le dossier d'entrée")
+    suivi: str = Field(description="URL de suivi du dossier")
+
+
+class Evenement(BaseModel):
+    date: datetime
+    evenement: str
+    etat: str | None = None
+    libelle: str
+    acteur: str
+    message: str
+
+
+class DossierEtat(BaseModel):
+    id: str
+    collectivite: str
+    flux: str
+    type: str
+    etat: str
+    libelle: str
+    final: bool
+    nom: str
+    sha256: str
+    objet: str | None = None
+    montant: str | None = None
+    idacte: str | None = None
+    nomfic: str | None = None
+    numero_interne: str | None = None
+    motif: str | None = Field(None, description="Motif du dernier refus, le cas échéant")
+    attente: str | None = Field(None, description="Raison d'une attente passagère, le cas échéant")
+    cree_le: datetime
+    modifie_le: datetime
+    transmis_le: datetime | None = None
+    acquitte_le: datetime | None = None
+    archive_le: datetime | None = None
+    historique: list[Evenement] | None = None
+
+
+class Archive(BaseModel):
+    dossier_id: str
+    etat: str
+    archive: bool
+    identifiant_archive: str | None = Field(None, description="Identifiant attribué par le SAE (ArchivalAgencyArchiveUnitIdentifier)")
+    identifiant_message: str | None = Field(None, description="MessageIdentifier du bordereau de transfert SEDA")
+    archive_le: datetime | None = None
+
+
+class ListeDossiers(BaseModel):
+    dossiers: list[DossierEtat]
+    suivant: str | None = Field(None, description="Valeur de « depuis » pour la page suivante, si la liste est tronquée")
+
+
+ERRORS = {400: {"model": Erreur}, 401: {"model": Erreur}, 403: {"model": Erreur}, 404: {"model": Erreur},
+          422: {"model": Erreur}}
+
+
+async def api_caller(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> Caller:
+    caller = await resolve_caller(request, credentials)
+    if caller is None:
+        raise ApiError(401, "Authentification requise ou jeton invalide / expiré.",
+                       "Obtenez un jeton par POST /auth/token {\"username\", \"password\"} et envoyez-le dans "
+                       "l'en-tête « Authorization: Bearer <jeton> ».")
+    return caller
+
+
+ApiCaller = Annotated[Caller, Depends(api_caller)]
+
+
+def _settings():
+    from demat_airflow.context import settings
+
+    return settings()
+
+
+def _visible(session, caller: Caller, dossier_id: str):
+    from flows.dossier import queries
+
+    d = queries.get_visible(session, dossier_id, scope=caller.scope_set)
+    if d is None:
+        raise ApiError(404, f"Dossier « {dossier_id} » introuvable.",
+                       "Vérifiez l'identifiant. Un document tout juste déposé devient un dossier en quelques "
+                       "secondes : réessayez. Vous ne voyez que les dossiers de votre collectivité.")
+    return d
+
+
+def _etat(d, history: bool = False) -> DossierEtat:
+    from flows.dossier import queries, states
+    from flows.pipeline.steps import DOC_TYPE_LABELS
+
+    st = states.STATES.get(d.state)
+    out = DossierEtat(
+        id=d.id, collectivite=d.collectivite, flux=d.flow,
+        type="Flux PES V2" if d.flow == "helios" else DOC_TYPE_LABELS.get(d.doc_type or "", "Acte"),
+        etat=d.state, libelle=states.label(d.state, d.flow) if st else d.state, final=bool(st and st.final),
+        nom=d.original_name, sha256=d.sha256, objet=d.objet, montant=d.montant, idacte=d.idacte, nomfic=d.nomfic,
+        numero_interne=d.numero_interne, motif=d.reason, attente=d.waiting_reason, cree_le=d.created_at,
+        modifie_le=d.updated_at, transmis_le=d.transmitted_at, acquitte_le=d.acknowledged_at,
+        archive_le=d.archived_at,
+    )
+    if history:
+        out.historique = [Evenement(date=e.at, evenement=e.event, etat=e.state, libelle=e.label, acteur=e.actor,
+                                    message=e.message) for e in queries.timeline(d)]
+    return out
+
+
+def _safe_filename(name: str) -> str:
+    base = os.path.basename((name or "").replace("\\", "/")).strip()
+    base = re.sub(r"[^A-Za-z0-9._() -]", "_", base)[:200].lstrip(".~ ")
+    return base
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"Date « depuis » illisible : {value!r}.",
+                       "Utilisez le format ISO 8601, par exemple 2026-03-15T08:00:00Z ou 2026-03-15.") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def create_api() -> FastAPI:
+    api = FastAPI(
+        title="demat : API métier",
+        version="1.0.0",
+        description=(
+            "API des logiciels métier des collectivités : dépôt d'un acte (ZIP) ou d'un flux PES V2 (XML), "
+            "suivi de l'état et de l'historique d'un dossier, accusé de réception (ARActe / PES_ACQUIT), "
+            "identifiant d'archivage, dossiers modifiés depuis une date.\n\n"
+            "Authentification : jeton JWT d'Airflow (POST /auth/token) dans l'en-tête "
+            "`Authorization: Bearer`. Chaque compte ne voit que sa collectivité.\n\n"
+            "Erreurs : JSON `{\"erreur\": ..., \"correction\": ...}` en français."
+        ),
+        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+    )
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"erreur": exc.erreur, "correction": exc.correction}, status_code=exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where or 'requête'} : {err.get('msg', 'invalide')}")
+        return JSONResponse({"erreur": "Requête invalide : " + " ; ".join(parts),
+                             "correction": "Corrigez les champs cités (voir la documentation /demat/api/v1/docs)."},
+                            status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        texts = {404: ("Ressource inconnue.", "Vérifiez l'URL (voir /demat/api/v1/docs)."),
+                 405: ("Méthode non autorisée sur cette ressource.", "Vérifiez la méthode HTTP (voir /demat/api/v1/docs).")}
+        erreur, correction = texts.get(exc.status_code, (str(exc.detail), "Réessayez ou contactez l'opérateur."))
+        return JSONResponse({"erreur": erreur, "correction": correction}, status_code=exc.status_code)
+
+    @api.post("/documents", status_code=202, response_model=Depot, responses=ERRORS | {409: {"model": Erreur}, 413: {"model": Erreur}},
+              summary="Déposer un document (acte ZIP ou flux PES V2)")
+    def submit(request: Request, caller: ApiCaller,
+               collectivite: Annotated[str, Form(description="Identifiant (slug) de la collectivité, ex. saint-sever")],
+               flux: Annotated[str, Form(description="actes (ZIP de l'acte) ou helios (PES V2 XML)")],
+               fichier: Annotated[UploadFile, File(description="Le document")]) -> Depot:
+        from flows.dossier import service
+        from flows.dossier.db import session_scope
+
+        settings = _settings()
+        try:
+            coll = settings.config.collectivite(collectivite)
+        except KeyError:
+            coll = None
+        if coll is None or not caller.may_see(collectivite):
+            raise ApiError(403 if coll is not None else 404, f"Collectivité « {collectivite} » inconnue ou non autorisée "
+                           "pour votre compte.", "Utilisez l'identifiant (slug) de votre collectivité, "
+                           "par exemple « saint-sever ».")
+        if flux not in FLUX:
+            raise ApiError(400, f"Flux « {flux} » inconnu.", "Indiquez « actes » (ZIP d'un acte) ou « helios » "
+                           "(flux PES V2 XML).")
+        if flux not in coll.flows:
+            raise ApiError(400, f"Le flux « {flux} » n'est pas ouvert pour {coll.name}.",
+                           "Demandez à l'opérateur d'activer ce flux pour votre collectivité.")
+        name = _safe_filename(fichier.filename or "")
+        if not name:
+            raise ApiError(400, "Nom de fichier absent ou illisible.", "Envoyez le fichier avec son nom "
+                           "(partie multipart « fichier » avec filename).")
+        if not name.lower().endswith(EXTENSIONS[flux]):
+            want = " ou ".join(EXTENSIONS[flux])
+            raise ApiError(400, f"Le fichier « {name} » n'a pas l'extension attendue pour le flux {flux} ({want}).",
+                           "Un acte se dépose en ZIP (acte, annexes, métadonnées) ; un flux PES V2 en XML.")
+        folder = settings.inbox_root / coll.slug / flux
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".api-{uuid.uuid4().hex}.part"  # ignored by the inbox watcher until renamed
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with tmp.open("wb") as out:
+                while chunk := fichier.file.read(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_UPLOAD:
+                        raise ApiError(413, f"Fichier trop volumineux (plus de {MAX_UPLOAD // (1024 * 1024)} Mio).",
+                                       "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.")
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if size == 0:
+                raise ApiError(400, "Le fichier est vide.", "Vérifiez l'export puis déposez à nouveau le fichier.")
+            sha = h.hexdigest()
+            with session_scope(settings.database_url) as s:
+                existing = service.by_sha(s, sha)
+                if existing is not None:
+                    raise ApiError(409, f"Doublon : ce contenu a déjà été reçu (dossier {existing.id}, "
+                                   f"état {existing.state}).", "Aucune : le document est déjà pris en charge. Pour une "
+                                   "version corrigée, modifiez le fichier avant de le déposer.")
+            target = folder / name
+            if target.exists() or any(folder.glob(f"{name}*")):
+                stem, dot, ext = name.rpartition(".")
+                target = folder / f"{stem}-{sha[:8]}{dot}{ext}"
+            os.replace(tmp, target)  # atomic: the watcher sees a complete file or nothing
+        finally:
+            tmp.unlink(missing_ok=True)
+        dossier_id = service.dossier_id_for(coll.slug, flux, sha)
+        return Depot(dossier_id=dossier_id, sha256=sha, collectivite=coll.slug, flux=flux, nom=target.name,
+                     suivi=str(request.url_for("dossier_state", dossier_id=dossier_id)))
+
+    @api.get("/dossiers/{dossier_id}", response_model=DossierEtat, responses=ERRORS,
+             summary="État d'un dossier, avec son historique")
+    def dossier_state(dossier_id: str, caller: ApiCaller,
+                      historique: Annotated[bool, Query(description="Inclure l'historique")] = True) -> DossierEtat:
+        from flows.dossier.db import session_scope
+
+        with session_scope(_settings().database_url) as s:
+            return _etat(_visible(s, caller, dossier_id), history=historique)
+
+    @api.get("/dossiers/{dossier_id}/historique", response_model=list[Evenement], responses=ERRORS,
+             summary="Historique (journal) d'un dossier")
+    def dossier_history(dossier_id: str, caller: ApiCaller) -> list[Evenement]:
+        from flows.dossier.db import session_scope
+
+        with session_scope(_settings().database_url) as s:
+            return _etat(_visible(s, caller, dossier_id), history=True).historique or []
+
+    @api.get("/dossiers/{dossier_id}/accuse", responses=ERRORS | {200: {"content": {"application/xml": {}}}},
+             response_class=Response, summary="Accusé de réception de l'État (ARActe ou PES_ACQUIT)")
+    def acknowledgment(dossier_id: str, caller: ApiCaller) -> Response:
+        from flows.dossier import queries
+        from flows.dossier.db import session_scope
+        from flows.dossier.store import ArtefactStore
+
+        with session_scope(_settings().database_url) as s:
+            d = _visible(s, caller, dossier_id)
+            a = queries.latest_artefact(d, queries.ACKNOWLEDGMENT_KINDS)
+            if a is None:
+                from flows.dossier import states
+
+                raise ApiError(404, f"Pas encore d'accusé de réception pour ce dossier (état : "
+                               f"{states.label(d.state, d.flow)}).",
+                               "L'accusé arrive après la transmission (quelques minutes à quelques heures) : "
+                               "réessayez plus tard ; consultez l'état du dossier pour un éventuel refus.")
+            sha, name, media = a.sha256, a.name, a.media_type
+        data = ArtefactStore(_settings().store_root).get(sha)
+        return Response(data, media_type=media or "application/xml",
+                        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name) or "accuse.xml"}"'})
+
+    @api.get("/dossiers/{dossier_id}/archive", response_model=Archive, responses=ERRORS,
+             summary="Identifiant d'archivage au SAE")
+    def archive(dossier_id: str, caller: ApiCaller) -> Archive:
+        from flows.dossier.db import session_scope
+
+        with session_scope(_settings().database_url) as s:
+            d = _visible(s, caller, dossier_id)
+            return Archive(dossier_id=d.id, etat=d.state, archive=d.state == "archive", identifiant_archive=d.archive_id,
+                           identifiant_message=d.message_identifier, archive_le=d.archived_at)
+
+    @api.get("/dossiers", response_model=ListeDossiers, responses=ERRORS,
+             summary="Dossiers modifiés depuis une date (pour synchroniser un logiciel métier)")
+    def changed(caller: ApiCaller,
+                depuis: Annotated[str, Query(description="Date ISO 8601 (UTC si sans fuseau), ex. 2026-03-15T08:00:00Z")],
+                limite: Annotated[int, Query(ge=1, le=1000, description="Nombre maximal de dossiers")] = 200,
+                ) -> ListeDossiers:
+        from flows.dossier import queries
+        from flows.dossier.db import session_scope
+
+        since = _parse_since(depuis)
+        with session_scope(_settings().database_url) as s:
+            rows = queries.changed_since(s, since, scope=caller.scope_set, limit=limite + 1)
+            items = [_etat(d) for d in rows[:limite]]
+        nxt = items[-1].modifie_le.isoformat() if len(rows) > limite else None
+        return ListeDossiers(dossiers=items, suivant=nxt)
+
+    return api
