@@ -57,6 +57,10 @@ class Deadline(Exception):
     pass
 
 
+class SkipBatch(Exception):
+    pass
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -102,7 +106,7 @@ class Platform:
         return [p for p in (self.launcher_pid(), self.postmaster_pid()) if p]
 
     @staticmethod
-    def start(state: Path, env_extra: dict[str, str], timeout: float = 600) -> Platform:
+    def start(state: Path, env_extra: dict[str, str], timeout: float = 900) -> Platform:
         from embedded.postgres import free_port
 
         port = free_port()
@@ -111,13 +115,16 @@ class Platform:
         proc = subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)],
                                 cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not (state / "ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (state / "launcher.log").read_text(errors="replace")[-3000:]
-                Platform.stop_proc(proc)
-                raise RuntimeError(f"the platform did not become ready:\n{tail}")
-            time.sleep(1)
-        return Platform(state, port, proc)
+        try:
+            while not (state / "ready").exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (state / "launcher.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the platform did not become ready in {timeout:g} s:\n{tail}")
+                time.sleep(1)
+            return Platform(state, port, proc)
+        except BaseException:  # a time-out or a signal while starting: stop what we started
+            Platform.stop_proc(proc)
+            raise
 
     @staticmethod
     def stop_proc(proc: subprocess.Popen | None) -> None:
@@ -317,14 +324,18 @@ def phase_reaction(platform, docs: list[Doc], spacing: float, timeout: float) ->
         if i < len(docs) - 1:
             time.sleep(max(0.0, target - time.monotonic()))
     info = wait_tracked(platform, dropped, "recu", timeout, "reaction")
-    # wait for the runs to start
-    deadline = time.monotonic() + timeout
+    # wait for the runs to start (bounded: the figures say n=k/N when some never started)
+    deadline = time.monotonic() + timeout / 2
+    last_log = time.monotonic()
     while True:
         run_ids = [f"dossier__{info[d.sha256]['id']}" for d, _ in dropped if d.sha256 in info]
         runs = platform.runs(run_ids)
         if (all(r.get("first_ti_start") for r in runs.values()) and len(runs) == len(dropped)) \
                 or time.monotonic() > deadline:
             break
+        if time.monotonic() - last_log > 30:
+            log(f"reaction: {sum(1 for r in runs.values() if r.get('first_ti_start'))}/{len(dropped)} runs started")
+            last_log = time.monotonic()
         time.sleep(1)
     recu, queued, start, first_ti = [], [], [], []
     for d, t in dropped:
@@ -456,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     n_e2e = args.e2e if args.e2e is not None else (2 if q else 5)
     n_batch = args.batch if args.batch is not None else (20 if q else 60)
     idle_s = args.idle if args.idle is not None else (20 if q else 60)
-    max_minutes = args.max_minutes or (16 if q else 60)
+    max_minutes = args.max_minutes or (20 if q else 60)
 
     def on_alarm(signum, frame):
         raise Deadline(f"bench_platform: overall time-out of {max_minutes:g} min")
@@ -482,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     table: list[tuple[str, str]] = []
     rc = 0
     started = time.monotonic()
+    printed = 0
+
+    def flush_figures() -> None:  # a later time-out must not lose the figures of finished phases
+        nonlocal printed
+        for line in lines[printed:]:
+            print(line, flush=True)
+        printed = len(lines)
     load_start = loadavg()
     try:
         if args.attach:
@@ -514,14 +532,16 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(figure("platform_idle_cpu", idle_total_rate, "CPU-s/s", note=f"load {loadavg()}"))
         if startup is not None:
             lines.append(figure("platform_startup", startup, "s", note=f"load {load_start}"))
+        flush_figures()
 
         # reaction
         log(f"reaction: {n_react} drops every {args.spacing:g} s")
-        react_shas, r = phase_reaction(platform, react_docs, args.spacing, timeout=600)
+        react_shas, r = phase_reaction(platform, react_docs, args.spacing, timeout=300 if q else 600)
         for key, name in (("start", "reaction_run_start"), ("recu", "reaction_recu"),
                           ("queued", "reaction_run_queued"), ("first_ti", "reaction_first_task_start")):
             lines.append(figure(f"{name}_median", med(r[key]), "s", note=r["note"]))
             lines.append(figure(f"{name}_p95", pct(r[key], 95), "s", note=r["note"]))
+        flush_figures()
         if r["api_check_max_diff"] is not None:
             table.append(("REST API vs DB start_date (max diff)", f"{r['api_check_max_diff']:.3f} s"))
 
@@ -539,8 +559,11 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(figure(f"e2e_{flow}_drop_to_archive_median", med(x["archive"]), "s", note=note))
             for k, v in x["steps"].items():
                 table.append((f"e2e {flow} {k} (median)", f"{med(v):.1f} s"))
+        flush_figures()
 
         # batch
+        if not batch_docs:
+            raise SkipBatch
         wait_quiet(platform, [d.sha256 for d in e2e_docs], timeout=300)
         log(f"batch: {n_batch} mixed dossiers at once")
         b = phase_batch(platform, sampler, batch_docs, timeout=(600 if q else 1800))
@@ -567,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             "thr_archive": thr_archive, "thr_transmis": thr_transmis, "per_dossier": per_dossier,
             "per_dossier_net": per_dossier_net, "b": b, "n_ti": n_ti,
         }
+    except SkipBatch:
+        batch_lines = None
     except Deadline as exc:
         log(str(exc))
         rc = 2
@@ -635,8 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  floor on the batch docs: {floor['throughput_per_hour']:.0f} dossiers/h, "
               f"{floor['cpu_per_dossier']:.3f} CPU-s/dossier, by flow {floor['cpu_by_flow']}")
     print()
-    for line in lines:
-        print(line)
+    flush_figures()
     if tmp is not None and not args.keep_state and rc == 0:
         import shutil
 

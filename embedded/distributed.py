@@ -100,6 +100,28 @@ class DebianPostgres(EmbeddedPostgres):
             if path.exists():
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def stop(self) -> None:
+        """Fast shutdown; immediate, then SIGKILL, for a server that does not go in time."""
+        if not self.initialised():
+            return
+        pids = self.server_pids()
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", check=False, timeout=60)
+        if any(psutil.pid_exists(p) for p in pids):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "10", "stop", check=False,
+                      timeout=30)
+        procs = []
+        for pid in pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+
     def server_pids(self) -> list[int]:
         pidfile = self.data / "postmaster.pid"
         try:

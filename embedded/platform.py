@@ -194,7 +194,9 @@ def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
     endpoints.unlink(missing_ok=True)
     logfile = (layout.state / "simulators.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config)],
+        [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config),
+         # the demo actes carry the classification of 2024-01-15; the préfecture answers with the same
+         "--set", "prefecture.classification_date=2024-01-15"],
         cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60

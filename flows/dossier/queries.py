@@ -95,7 +95,15 @@ def _day_start(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=UTC)
 
 
+def _clean(value):
+    """User-typed text without NUL bytes (PostgreSQL refuses them in a string literal)."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
 def apply_filter(stmt: Select, flt: DossierFilter) -> Select:
+    from dataclasses import fields, replace
+
+    flt = replace(flt, **{f.name: _clean(getattr(flt, f.name)) for f in fields(flt)})
     conds = []
     if flt.collectivite:
         conds.append(Dossier.collectivite == flt.collectivite)
@@ -176,6 +184,8 @@ def changed_since(session: Session, since: datetime, *, scope: set[str] | None =
 
 def get_visible(session: Session, dossier_id: str, *, scope: set[str] | None = None) -> Dossier | None:
     """The dossier if it exists AND the caller may see it (otherwise None: no existence leak)."""
+    if not dossier_id or len(dossier_id) > 80 or "\x00" in dossier_id:  # cannot be an id; PostgreSQL refuses NUL
+        return None
     return session.execute(_scoped(select(Dossier), scope).where(Dossier.id == dossier_id)).scalar_one_or_none()
 
 

@@ -22,7 +22,9 @@ import fcntl
 import os
 import re
 import shutil
-import subprocess  # nosec B404 - fixed argument lists to the openssl binary, never a shell
+
+# subprocess: fixed argument lists to the openssl binary, never a shell
+import subprocess  # nosec B404
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,7 +82,7 @@ def _openssl() -> str:
 
 def _run(args: list[str], *, what: str, unavailable: bool = False) -> subprocess.CompletedProcess:
     try:
-        p = subprocess.run([_openssl(), *args], capture_output=True, timeout=TIMEOUT, check=False)  # nosec B603
+        p = subprocess.run([_openssl(), *args], capture_output=True, timeout=TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TsaUnavailable(f"{what} : openssl n'a pas répondu ({exc.__class__.__name__})") from None
     if p.returncode != 0:

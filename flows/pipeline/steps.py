@@ -231,6 +231,21 @@ def record_decision(settings: Settings, dossier_id: str, decision: dict) -> Step
         return StepOutcome(dossier.id, "au_parapheur", True)
 
 
+def parapheur_expired(settings: Settings, dossier_id: str, *, deadline_days: int) -> StepOutcome:
+    """Nobody answered within the step's deadline: the dossier ends in a named error state."""
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id, for_update=True)
+        if dossier.state != "au_parapheur":
+            return StepOutcome(dossier.id, dossier.state, False)
+        service.transition(
+            session, dossier, "parapheur_expire", event="alerte_parapheur",
+            message=(f"Délai du parapheur dépassé : aucune réponse en {deadline_days} jour(s). "
+                     "Le dossier est arrêté ; redéposez le document pour relancer le circuit."),
+            details={"deadline_days": deadline_days},
+        )
+        return StepOutcome(dossier.id, "parapheur_expire", False)
+
+
 # --------------------------------------------------------------------------------------------- signature
 def sign(settings: Settings, dossier_id: str, *, actor: str) -> StepOutcome:
     store = ArtefactStore(settings.store_root)
@@ -295,7 +310,10 @@ def prepare_transmission(settings: Settings, dossier_id: str, *, trigram: str = 
             submission = read_submission(path)
             day = datetime.now(UTC).strftime("%Y%m%d")
             serial = _next_serial(session, coll.siren, day)
-            tx = build_transmission(submission, coll, serial=serial, trigram=settings.config.trigram)
+            from flows.pipeline.classification import current_classification
+
+            tx = build_transmission(submission, coll, serial=serial, trigram=settings.config.trigram,
+                                    classification=current_classification(session, coll.siren))
             dossier.idacte = tx.idacte
             name, data = tx.archive_name, tx.archive_bytes
         else:

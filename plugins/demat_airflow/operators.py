@@ -47,3 +47,16 @@ class ParapheurOperator(HITLOperator):
         self.assigned_users = request.assigned_users
         self.response_timeout = timedelta(days=request.deadline_days)
         return super().execute(context)
+
+    def execute_complete(self, context, event):
+        if isinstance(event, dict) and event.get("error_type") == "timeout":
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from demat_airflow.context import settings
+            from flows.pipeline import steps
+
+            dossier_id = context["params"]["dossier_id"]
+            days = int(self.response_timeout.days) if self.response_timeout else 30
+            steps.parapheur_expired(settings(), dossier_id, deadline_days=days)
+            raise AirflowFailException(f"Délai du parapheur dépassé pour le dossier {dossier_id}")
+        return super().execute_complete(context, event)

@@ -75,13 +75,17 @@ def platform(tmp_path_factory) -> Platform:
     env = {**os.environ, "DEMAT_STATE": str(state), "DEMAT_COLLECT_SECONDS": "10", "DEMAT_INBOX_MIN_AGE": "1.0"}
     proc = subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 420
+    deadline = time.monotonic() + 600
     while not (state / "ready").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = (state / "launcher.log").read_text(errors="replace")[-4000:]
             af = state / "airflow-standalone.log"
             tail += "\n--- airflow ---\n" + (af.read_text(errors="replace")[-4000:] if af.exists() else "")
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGINT)  # the launcher stops what it started
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"the embedded platform did not become ready:\n{tail}")
         time.sleep(1)
     yield Platform(state, port, proc)

@@ -23,7 +23,9 @@ from flows.pipeline import answers
 from simulators.signer import AirflowClient, answer_all
 
 pytestmark = pytest.mark.e2e
-BUDGET = 230  # seconds for the whole scenario, platform start excluded
+# seconds for the whole scenario, platform start excluded: about 2.5 min on an idle machine (acte
+# pipeline, 3-1 after 5 s, answer, 3-5, 6-1, 6-2); the margin is for a loaded CI runner
+BUDGET = float(os.environ.get("DEMAT_E2E_ANSWERS_BUDGET", "360"))
 
 
 def _drop_acte(platform, coll: str, name: str, data: bytes) -> str:

@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from embedded.distributed import Cluster, debian_pg_bin, redis_server_bin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 START_TIMEOUT = 240  # the seven Airflow processes start in 60-200 s on 2 loaded cores
-CARRY_TIMEOUT = 240
+CARRY_TIMEOUT = float(os.environ.get("DEMAT_CELERY_CARRY", "240"))
 
 
 def _require_debian_servers() -> None:
@@ -65,9 +68,11 @@ def _cluster_processes(state: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     _require_debian_servers()
-    state = tmp_path_factory.mktemp("celery-state")
+    # Not under pytest's basetemp: pytest (ours or a concurrent session) resets pytest-of-<user> to
+    # 0700, and PostgreSQL runs as a system user that must traverse to its data folder.
+    state = Path(tempfile.mkdtemp(prefix="demat-celery-"))
     c = Cluster(state, extra_env={"DEMAT_COLLECT_SECONDS": "5", "DEMAT_INBOX_MIN_AGE": "1.0",
                                   "DEMAT_INBOX_POLL": "1.0"})
     try:
@@ -84,6 +89,7 @@ def cluster(tmp_path_factory):
     leftovers = _cluster_processes(state)
     assert not alive and not leftovers, (
         f"processes left behind: {alive} {[p.cmdline() for p in leftovers]}")
+    shutil.rmtree(state, ignore_errors=True)
 
 
 # -- helpers (also used by the scaling measurement) ---------------------------------------------------
@@ -142,7 +148,11 @@ def carry(cluster: Cluster, dropped: dict[str, float], timeout: float,
     where: dict[str, str] = {}
     while time.monotonic() < deadline:
         for s in signers:
-            answer_all(s)
+            try:
+                answer_all(s)
+            except requests.RequestException as exc:  # a loaded API server: try again next round
+                if verbose:
+                    print(f"[celery] API : {type(exc).__name__}, nouvel essai", flush=True)
         with session_scope(cluster.database_url) as session:
             for sha, t0 in dropped.items():
                 if sha in done:
@@ -180,10 +190,10 @@ def test_both_flows_archived_through_two_celery_workers(cluster):
     from flows.dossier.db import session_scope
 
     t0 = time.monotonic()
-    dropped = drop_dossiers(cluster, 4, "C" + datetime.now(UTC).strftime("%H%M%S"))
+    dropped = drop_dossiers(cluster, 2, "C" + datetime.now(UTC).strftime("%H%M%S"))  # one acte, one PES
     done = carry(cluster, dropped, CARRY_TIMEOUT)
     elapsed = time.monotonic() - t0
-    print(f"\n[celery] 4 dossiers (2 actes, 2 PES) archivés en {elapsed:.0f} s ; "
+    print(f"\n[celery] 2 dossiers (1 acte, 1 PES) archivés en {elapsed:.0f} s ; "
           f"médiane dépôt→final {statistics.median(v[2] for v in done.values()):.0f} s")
 
     expected = ["recu", "valide", "au_parapheur", "signe", "transmis", "acquitte", "depose_sae", "archive"]
@@ -245,8 +255,6 @@ def test_scaling_one_to_two_workers(cluster):
 
 
 if __name__ == "__main__":  # python -m tests.e2e.test_celery N
-    import tempfile
-
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 8
     with Cluster(Path(tempfile.mkdtemp(prefix="demat-celery-")),
                  extra_env={"DEMAT_COLLECT_SECONDS": "5", "DEMAT_INBOX_MIN_AGE": "1.0"}) as c:

@@ -78,11 +78,38 @@ def _scanned(state: Path) -> list[Path]:
     return [p for p in out if p not in skip and p.suffix not in (".sqlite-wal", ".sqlite-shm")]
 
 
+def _wait_final_tolerant(platform, shas: list[str], config, *, timeout: float) -> None:
+    """Like the walking skeleton's wait, but an API call that times out on a loaded machine is
+    retried at the next turn instead of failing the test (this test is about secrets, not speed)."""
+    import time
+
+    import requests
+
+    from flows.dossier import service, states
+    from flows.dossier.db import session_scope
+    from simulators.signer import AirflowClient, answer_all
+
+    users = sorted({u for c in config.collectivites for o in c.officials for u in o.users})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for u in users:
+            try:
+                answer_all(AirflowClient(platform.base_url, u, platform.secrets["passwords"][u]))
+            except requests.RequestException:
+                pass
+        with session_scope(platform.database_url) as session:
+            found = [service.by_sha(session, sha) for sha in shas]
+            if all(d is not None and states.is_final(d.state) for d in found):
+                return
+        time.sleep(3)
+    pytest.fail(f"dossiers non finalisés après {timeout} s")
+
+
 def test_zz_no_secret_in_logs_or_artefacts(platform):
     from flows.actes.generate import generate_acte_zip
     from flows.config import load_config
     from flows.helios.generate import generate_pes
-    from tests.e2e.test_walking_skeleton import _drop, _wait_final
+    from tests.e2e.test_walking_skeleton import _drop
 
     config = load_config(platform.state / "config.yaml")
     coll = config.collectivite("saint-sever")
@@ -97,7 +124,7 @@ def test_zz_no_secret_in_logs_or_artefacts(platform):
               generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                            codbud=coll.helios.codbud, nomfic=f"PES_SECKO_{stamp}"[:30], defects=("bad_iban",))),
     ]
-    _wait_final(platform, shas, config, timeout=600)
+    _wait_final_tolerant(platform, shas, config, timeout=900)
 
     secrets = _secrets(platform.state)
     assert len(secrets) >= 5, f"secrets de la démo introuvables : {sorted(secrets)}"

@@ -87,9 +87,12 @@ def test_official_approves_several_pes_in_one_action_and_follows_them(platform, 
                            codbud=coll.helios.codbud, nomfic=f"PES_UI_{stamp}_{i}", n_bordereaux=3,
                            pieces_per_bordereau=2, seed=100 + i)
         shas.append(_drop(platform, coll.slug, "helios", f"pes-ui-{stamp}-{i}.xml", pes))
-    ids = _wait_dossiers(platform, shas, "au_parapheur", timeout=180)
-    ours = set(ids.values())
+    ids = _wait_dossiers(platform, shas, "au_parapheur", timeout=300)
+    _approve_in_parapheur_and_follow(platform, browser, set(ids.values()), nomfic_prefix=f"PES_UI_{stamp}")
 
+
+def _approve_in_parapheur_and_follow(platform, browser, ours: set[str], *, nomfic_prefix: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="fr-FR")
     _login(page, platform, "maire.saintsever")
 
@@ -153,7 +156,7 @@ def test_official_approves_several_pes_in_one_action_and_follows_them(platform, 
             r = page.request.get(f"{platform.base_url}{href}")
             assert r.status == 200 and r.body()[:5] == b"<?xml"
 
-    page.goto(f"{platform.base_url}/demat/dossiers?nomfic=PES_UI_{stamp}")
+    page.goto(f"{platform.base_url}/demat/dossiers?nomfic={nomfic_prefix}")
     assert page.locator("#dossiers tbody tr").count() == 3
     page.goto(f"{platform.base_url}/demat/dossiers")
     page.screenshot(path=str(ARTIFACTS / "dossiers.png"), full_page=True)

@@ -137,7 +137,7 @@ def test_forty_dossiers_at_once_and_no_component_dies(platform):
     stamp = datetime.now(UTC).strftime("%H%M%S")
     for i in range(40):
         coll = config.collectivites[i % 2]
-        if i % 2:
+        if i % 10 >= 3:  # 28 actes and 12 PES: both flows, bounded CI time (each PES runs the GX tiers suite)
             data = generate_acte_zip(collectivite=coll, numero=f"L{stamp}{i:02d}", nature="AR", matiere="6.1",
                                      objet=f"Arrêté de charge {i}")
             shas.append(_drop(platform, coll.slug, "actes", f"arrete-{i}.zip", data))

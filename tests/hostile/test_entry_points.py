@@ -180,9 +180,18 @@ def test_cli_validate_exits_1_or_2_without_traceback(corpus_dir, listener):
 BOMB_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
+
+    def hwm():
+        # VmHWM: peak RSS of this process image. ru_maxrss would carry the parent's peak over
+        # fork+exec (the pytest process), hiding the child's own growth.
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
     path, entry = Path(sys.argv[1]), sys.argv[2]
     import flows.actes.messages, flows.archive.check, flows.actes.validate, flows.helios.validate
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm()
     outcome = "lu"
     if entry != "none":
         try:
@@ -202,7 +211,7 @@ BOMB_SCRIPT = textwrap.dedent("""
                 outcome = "refus" if not flows.helios.validate.validate_pes(path).ok else "lu"
         except Exception as exc:
             outcome = "refus " + type(exc).__name__
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = hwm()
     print(json.dumps({"base_kib": base, "peak_kib": peak, "outcome": outcome}))
 """)
 
@@ -219,7 +228,7 @@ BOMB_CASES = [
 
 
 def test_bombs_keep_memory_bounded(corpus_dir):
-    """ru_maxrss of a child process: a bomb expanding to GiB must cost at most the caps (150 MiB
+    """Peak RSS (VmHWM) of a child process: a bomb expanding to GiB must cost at most the caps (150 MiB
     payload for @ctes archives) plus a margin, and be refused."""
     def run(case):
         name, entry = case

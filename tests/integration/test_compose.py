@@ -52,7 +52,7 @@ def _broken_variants(spec: dict) -> dict[str, dict]:
     bad["services"]["redis"]["helthcheck"] = bad["services"]["redis"].pop("healthcheck")
     out["unknown key"] = bad
     bad = copy.deepcopy(spec)
-    bad["services"]["postgres"]["healthcheck"]["retries"] = "five"
+    bad["services"]["postgres"]["healthcheck"]["test"] = {"cmd": "pg_isready"}
     out["wrong type"] = bad
     bad = copy.deepcopy(spec)
     bad["services"]["airflow-worker-1"]["depends_on"]["redis"]["condition"] = "service_maybe"

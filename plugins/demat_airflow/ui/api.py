@@ -159,6 +159,27 @@ def _safe_filename(name: str) -> str:
     return base
 
 
+def _waiting_in_inbox(settings, collectivite: str, flux: str, sha: str, size: int) -> bool:
+    """Same content already dropped but not yet a dossier (in the inbox or the claimed area)."""
+    from flows.pipeline import inbox
+
+    for folder in (settings.inbox_root / collectivite / flux, inbox.claimed_dir(settings.work_dir, collectivite, flux)):
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.stat().st_size != size:
+                continue
+            h = hashlib.sha256()
+            with open(entry.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() == sha:
+                return True
+    return False
+
+
 def _parse_since(value: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -261,6 +282,9 @@ def create_api() -> FastAPI:
                     raise ApiError(409, f"Doublon : ce contenu a déjà été reçu (dossier {existing.id}, "
                                    f"état {existing.state}).", "Aucune : le document est déjà pris en charge. Pour une "
                                    "version corrigée, modifiez le fichier avant de le déposer.")
+            if _waiting_in_inbox(settings, coll.slug, flux, sha, size):
+                raise ApiError(409, "Doublon : ce contenu vient déjà d'être déposé et attend sa prise en charge.",
+                               "Aucune : suivez le dossier déjà annoncé (même identifiant).")
             target = folder / name
             if target.exists() or any(folder.glob(f"{name}*")):
                 stem, dot, ext = name.rpartition(".")

@@ -96,6 +96,8 @@ def _doc_type(dossier) -> str:
 templates.env.filters["dt"] = _fmt_dt
 templates.env.filters["euros"] = _fmt_amount
 templates.env.filters["coll"] = _coll_name
+templates.env.filters["duree"] = lambda h: "—" if h is None else (
+    f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h".replace(".", ","))
 templates.env.globals.update(PREFIX=PREFIX, state_label=_state_label, doc_type=_doc_type)
 
 
@@ -126,8 +128,14 @@ def create_app() -> FastAPI:
     # ----------------------------------------------------------------------------------- parapheur
     @app.get("/parapheur", response_class=HTMLResponse)
     def parapheur(request: Request, caller: CallerDep, message: str = "", erreur: str = "") -> HTMLResponse:
-        return _render(request, "parapheur.html", caller, rows=_parapheur_rows(caller), message=message,
-                       erreur=erreur, now=datetime.now(UTC))
+        from demat_airflow.ui.hitl import AirflowApiError
+
+        try:
+            rows = _parapheur_rows(caller)
+        except (AirflowApiError, OSError) as exc:  # Airflow's API unreachable: say so, do not crash the page
+            rows, erreur = [], f"Impossible de lire les demandes en attente dans Airflow : {exc}"
+        return _render(request, "parapheur.html", caller, rows=rows, message=message, erreur=erreur,
+                       now=datetime.now(UTC))
 
     @app.post("/parapheur/decision")
     def decision(request: Request, caller: CallerDep, action: Annotated[str, Form()],
@@ -144,7 +152,10 @@ def create_app() -> FastAPI:
         if action == "rejeter" and not motif:
             return _back(erreur="Le motif est obligatoire pour rejeter : indiquez-le puis recommencez.")
         option = "Approuver" if action == "approuver" else "Rejeter"
-        pending = {p.key: p for p in hitl.pending_for(caller.token, caller.id)}
+        try:
+            pending = {p.key: p for p in hitl.pending_for(caller.token, caller.id)}
+        except (hitl.AirflowApiError, OSError) as exc:
+            return _back(erreur=f"Aucune décision envoyée : Airflow ne répond pas ({exc}). Réessayez.")
         done, skipped = [], []
         for key in selection:
             item = pending.get(key)

@@ -64,8 +64,11 @@ def pending_for(token: str, user_id: str) -> list[Pending]:
     offset = 0
     with _client(token) as c:
         while True:
-            r = c.get("/api/v2/dags/~/dagRuns/~/hitlDetails",
-                      params={"response_received": "false", "limit": 100, "offset": offset})
+            try:
+                r = c.get("/api/v2/dags/~/dagRuns/~/hitlDetails",
+                          params={"response_received": "false", "limit": 100, "offset": offset})
+            except httpx.HTTPError as exc:
+                raise AirflowApiError(f"API d'Airflow injoignable ({api_base()}) : {exc}") from exc
             if r.status_code != 200:
                 raise AirflowApiError(f"Airflow a répondu {r.status_code} à la liste des demandes : {r.text[:300]}")
             data = r.json()
@@ -90,8 +93,11 @@ def respond(token: str, item: Pending, option: str, motif: str) -> tuple[bool, s
     """PATCH the HITL detail as the caller. Returns (done, French message)."""
     path = (f"/api/v2/dags/{quote(item.dag_id, safe='')}/dagRuns/{quote(item.run_id, safe='')}"
             f"/taskInstances/{quote(item.task_id, safe='')}/{item.map_index}/hitlDetails")
-    with _client(token) as c:
-        r = c.patch(path, json={"chosen_options": [option], "params_input": {"motif": motif}})
+    try:
+        with _client(token) as c:
+            r = c.patch(path, json={"chosen_options": [option], "params_input": {"motif": motif}})
+    except httpx.HTTPError as exc:
+        return False, f"Airflow injoignable, décision non enregistrée ({exc})"
     if r.status_code == 200:
         return True, "décision enregistrée"
     if r.status_code == 409:

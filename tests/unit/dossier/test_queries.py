@@ -185,3 +185,13 @@ def test_changed_since_timeline_and_visibility_rules(demat_db):
     assert queries.visible_collectivites(config, "president.chalosse", operators=ops) == {"cc-chalosse-tursan"}
     assert queries.visible_collectivites(config, "inconnu", operators=ops) == set()
     assert queries.artefact_label("prefecture_ARActe").startswith("Accusé")
+
+
+def test_hostile_ids_and_texts_do_not_reach_the_database_as_errors(demat_db):
+    with session_scope(demat_db) as s:
+        assert queries.get_visible(s, "a\x00b") is None
+        assert queries.get_visible(s, "x" * 500) is None
+        assert queries.get_visible(s, "") is None
+        assert queries.search(s, queries.DossierFilter(objet="'; DROP TABLE dossier; --")).total == 0
+        assert queries.search(s, queries.DossierFilter(text="\\")).total == 0
+        assert queries.search(s, queries.DossierFilter(objet="\x00", nomfic="\x00x", collectivite="\x00")).total == 0

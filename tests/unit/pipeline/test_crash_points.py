@@ -127,7 +127,8 @@ def _approve(settings: Settings, dossier_id: str) -> None:
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-        from flows.settings import Settings
+    from pathlib import Path
+    from flows.settings import Settings
     from flows.transport.sftp import SftpEndpoint
     import paramiko, json
     args = json.loads(sys.argv[1])
@@ -281,3 +282,37 @@ def test_crash_at_every_point_loses_nothing_and_duplicates_nothing(platform, mon
         for i in INJECTED:
             print(f"  - {i}")
     assert duplicates == [] and losses == [], duplicates + losses
+
+
+def test_crash_after_writing_the_refusal_before_commit(tmp_path, demat_db, monkeypatch):
+    """validate() writes the refused original into rejetes/ inside its transaction: a crash before
+    the commit, then the retry, must leave one refusal in the journal and the original kept."""
+    from flows.helios.generate import generate_pes
+
+    state = tmp_path / "state"
+    s = Settings(state_dir=state, config_path=REPO / "flows" / "config" / "demo.yaml", database_url=demat_db,
+                 store_root=str(state / "store"), inbox_root=state / "inbox", pki_dir=state / "pki",
+                 reference_dir=tmp_path)
+    inbox.ensure_layout(s.inbox_root, [c.slug for c in s.config.collectivites])
+    coll = s.config.collectivite(COLL)
+    good = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
+                        codbud=coll.helios.codbud, nomfic="PESKO01")
+    bad = good[: len(good) // 2]  # truncated: refused at reading (no tiers gate, fast)
+    p = s.inbox_root / COLL / "helios" / "PES-ko.xml"
+    p.write_bytes(bad)
+    os.utime(p, (time.time() - 60, time.time() - 60))
+    (started,) = ingest.sweep(s, min_age=1.0)
+    with monkeypatch.context() as m:
+        crash_once(m, inbox, "reject_beside", after=True, label="refus : après l'écriture dans rejetes/, avant commit")
+        with pytest.raises(Crash):
+            steps.validate(s, started.dossier_id)
+    assert steps.validate(s, started.dossier_id).state == "refuse_validation"
+    rejected = s.inbox_root / COLL / "helios" / inbox.REJECTED
+    originals = [f for f in rejected.iterdir() if f.name.endswith("_PES-ko.xml")]
+    assert originals and all(f.read_bytes() == bad for f in originals)
+    with session_scope(s.database_url) as session:
+        d = service.get(session, started.dossier_id)
+        assert [e.state_to for e in d.journal if e.state_to] == ["recu", "refuse_validation"]
+        assert verify_chain(session).ok
+    # the retry may write the refusal a second time (same second: same name, overwritten)
+    print(f"\n[crash] refus après écriture, avant commit : {len(originals)} copie(s) dans rejetes/")

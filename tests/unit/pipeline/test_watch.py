@@ -37,3 +37,21 @@ def test_stuck_after_threshold_alerted_once_and_resumes(tmp_path, demat_db):
         service.transition(s, d, "acquitte", message="ARActe enfin reçu")  # resumes normally
         assert d.waiting_reason is None
     assert find_stuck(settings, now=later) == []
+
+
+def test_parapheur_deadline_ends_in_a_named_error_state(tmp_path, demat_db):
+    from flows.pipeline.steps import parapheur_expired
+
+    settings = _settings(tmp_path, demat_db)
+    with session_scope(demat_db) as s:
+        d = service.create(s, collectivite="saint-sever", flow="helios", original_name="p.xml", sha256="d" * 64, size=1)
+        service.transition(s, d, "valide", message="ok")
+        service.transition(s, d, "au_parapheur", message="parapheur")
+        dossier_id = d.id
+    outcome = parapheur_expired(settings, dossier_id, deadline_days=30)
+    assert outcome.state == "parapheur_expire" and not outcome.proceed
+    with session_scope(demat_db) as s:
+        d = service.get(s, dossier_id)
+        assert d.state == "parapheur_expire" and "30 jour(s)" in d.reason
+        assert d.journal[-1].event == "alerte_parapheur"
+    assert parapheur_expired(settings, dossier_id, deadline_days=30).state == "parapheur_expire"  # idempotent
