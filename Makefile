@@ -46,6 +46,7 @@ test-deps:
 ## make test: the whole suite (unit, integration with real servers, end to end with a real scheduler)
 test: venv test-deps
 	@$(BIN)/ruff check .
+	@$(BIN)/bandit -q -r flows plugins simulators embedded -c .bandit.yml -ll 2>/dev/null
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -1,7 +1,7 @@
 """Platform benchmarks: reaction, end to end without humans, throughput, CPU and memory, vs the floor.
 
     .venv/bin/python bench/bench_platform.py [--quick] [--reaction 100] [--spacing 2.5] [--e2e 5]
-        [--batch 60] [--settle 5] [--no-floor] [--attach STATE --port PORT]
+        [--batch 60] [--settle 10] [--no-floor] [--attach STATE --port PORT]
 
 Starts its own platform (`python -m embedded run`) in a temporary state folder on a free loopback
 port, with the demo configuration (and DEMAT_INBOX_MIN_AGE=0.5), and stops it with SIGINT at the
@@ -537,8 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         # reaction
         log(f"reaction: {n_react} drops every {args.spacing:g} s")
         react_shas, r = phase_reaction(platform, react_docs, args.spacing, timeout=300 if q else 600)
-        for key, name in (("start", "reaction_run_start"), ("recu", "reaction_recu"),
-                          ("queued", "reaction_run_queued"), ("first_ti", "reaction_first_task_start")):
+        for key, name in (() if not react_docs else (
+                ("start", "reaction_run_start"), ("recu", "reaction_recu"),
+                ("queued", "reaction_run_queued"), ("first_ti", "reaction_first_task_start"))):
             lines.append(figure(f"{name}_median", med(r[key]), "s", note=r["note"]))
             lines.append(figure(f"{name}_p95", pct(r[key], 95), "s", note=r["note"]))
         flush_figures()

@@ -336,11 +336,15 @@ class Cluster:
         return out + self.pg.server_pids()
 
     def stop(self) -> None:
-        workers = [n for n in self.procs if n.startswith("worker")]
-        for name in workers:  # warm shutdown first: running tasks finish or are handed back
-            _kill_tree(self.procs.pop(name), signal.SIGTERM, 30)
-        for name in ("api-server", "scheduler", "triggerer", "dag-processor"):
-            _kill_tree(self.procs.pop(name, None), signal.SIGTERM, 20)
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = [self.procs.pop(n) for n in list(self.procs) if n.startswith("worker")]
+        components = [self.procs.pop(n) for n in COMPONENTS if n in self.procs]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            # warm shutdown of every worker at once (running tasks finish or are handed back),
+            # then the Airflow components together
+            list(pool.map(lambda p: _kill_tree(p, signal.SIGTERM, 30), workers))
+            list(pool.map(lambda p: _kill_tree(p, signal.SIGTERM, 20), components))
         for name in list(self.procs):
             _kill_tree(self.procs.pop(name), signal.SIGTERM, 10)
         for p in psutil.process_iter(["pid"]):  # task supervisors that escaped their group
@@ -466,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedded.distributed")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="PostgreSQL + Redis (Debian) + Airflow sur CeleryExecutor, au premier plan")
-    p.add_argument("--state", type=Path, default=REPO / ".demat-celery")
+    p.add_argument("--state", type=Path, default=REPO / ".demat" / "celery")  # git-ignored
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=2)
     sub.add_parser("init", help="initialisation idempotente (service airflow-init du déploiement compose)")

@@ -216,7 +216,7 @@ def read_endpoints(layout: Layout) -> dict:
 
 def api_ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:  # noqa: S310  # nosec B310 - fixed loopback URL
             return r.status == 200
     except Exception:
         return False
@@ -275,8 +275,10 @@ def banner(layout: Layout, port: int, secrets_: dict) -> str:
     config = load_config(layout.config)
     lines = ["", "=" * 78, "demat est prêt / demat is up", "", f"  Interface Airflow : http://127.0.0.1:{port}", "",
              "  Comptes de démonstration (générés pour cet état, dans " f"{layout.secrets_file}) :"]
+    on_terminal = sys.stdout.isatty()  # never copy passwords into a log file
     for user in USERS:
-        lines.append(f"    {user:<20} {secrets_['passwords'][user]:<18} {USER_LABELS[user]}")
+        shown = secrets_["passwords"][user] if on_terminal else "(voir secrets.json)"
+        lines.append(f"    {user:<20} {shown:<20} {USER_LABELS[user]}")
     lines += ["", "  Dossiers d'entrée (déposez-y vos fichiers) :"]
     for c in config.collectivites:
         for flow in c.flows:

@@ -83,7 +83,7 @@ class EmbeddedPostgres:
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server's system user
+        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server's system user  # nosec B103
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             os.chmod(self.password_file, 0o600)

@@ -27,7 +27,7 @@ def _xml_root_name(head: bytes) -> str:
         for _event, el in etree.iterparse(io.BytesIO(head), events=("start",), resolve_entities=False,
                                           no_network=True, load_dtd=False):
             return etree.QName(el).localname, etree.QName(el).namespace or ""
-    except etree.XMLSyntaxError:
+    except (etree.XMLSyntaxError, ValueError):  # ValueError: a malformed name such as <n:>
         pass
     return "", ""
 

@@ -7,6 +7,7 @@ leaves the file in place; the next batch sees the recorded sha256 and only finis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ def _record(session, counterpart: str, name: str, sha: str, dossier_id: str | No
 def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: str = "retour") -> CollectResult:
     from flows.pipeline.prefecture import handle_prefecture_reply
 
-    handler = {"prefecture": handle_prefecture_reply, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
+    prefecture = functools.partial(handle_prefecture_reply, inbox_root=settings.inbox_root)
+    handler = {"prefecture": prefecture, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
     store = ArtefactStore(settings.store_root)
     result = CollectResult()
     with endpoint_factory(counterpart) as ep:

@@ -118,13 +118,13 @@ def original_name(claimed: Path) -> str:
 
 
 def reject_beside(inbox_root: Path, collectivite: str, flow: str, name: str, original: Path | bytes | None,
-                  explanation: str, extra_files: dict[str, bytes] | None = None) -> Path:
+                  explanation: str, extra_files: dict[str, bytes] | None = None, *, key: str | None = None) -> Path:
     """Put the refused original (moved if a path, written if bytes) and its French explanation
     into the inbox's rejected folder, side by side."""
     folder = inbox_root / collectivite / flow / REJECTED
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = folder / f"{stamp}_{name}"
+    base = folder / f"{key or stamp}_{name}"  # a stable key makes a retried refusal overwrite, not duplicate
     if isinstance(original, Path):
         os.replace(original, base)
     elif original is not None:

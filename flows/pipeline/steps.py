@@ -90,7 +90,7 @@ def validate(settings: Settings, dossier_id: str) -> StepOutcome:
             "Corrigez les points ci-dessous puis déposez le fichier corrigé dans le même dossier.\n\n" + text
         )
         inbox.reject_beside(settings.inbox_root, dossier.collectivite, dossier.flow, dossier.original_name,
-                            store.get(dossier.sha256), explanation, extra_files)
+                            store.get(dossier.sha256), explanation, extra_files, key=dossier.id)
         return StepOutcome(dossier.id, "refuse_validation", False, text)
 
 

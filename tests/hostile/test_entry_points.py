@@ -112,7 +112,7 @@ def test_every_entry_point_refuses_cleanly(item, corpus_dir, listener):
 
 # Bugs found by this corpus in modules this suite does not own; the fix is described in
 # docs/security.md. The strict xfail below fails as soon as the fix lands: then empty this set.
-KNOWN_CLI_BUGS = {"nom-qualifie-invalide.xml"}
+KNOWN_CLI_BUGS: set[str] = set()
 
 
 def _run_cli(path: Path) -> subprocess.CompletedProcess:

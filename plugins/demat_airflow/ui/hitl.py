@@ -24,7 +24,7 @@ def api_base() -> str:
     if base.startswith("http"):
         return base
     host = conf.get("api", "host", fallback="127.0.0.1")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - loopback call to ourselves
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104  # nosec B104 - loopback call to ourselves
     return f"http://{host}:{conf.get('api', 'port', fallback='8080')}{base}"
 
 
