@@ -28,7 +28,8 @@ run: venv
 demo: venv
 	@DEMAT_STATE=$(abspath $(STATE)) $(BIN)/python -m embedded demo --state $(STATE) --port $(PORT)
 
-## Debian tools the tests use as independent references (xmlsec1, xmllint); installed when missing
+## Debian tools the tests use: independent verifiers (xmlsec1, xmllint, openssl), Chromium for the browser
+## tests, PostgreSQL and Redis for the Celery test, docker-compose to check the compose file; installed when missing
 test-deps:
 	@missing=""; command -v xmlsec1 >/dev/null || missing="$$missing xmlsec1"; \
 	 command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
@@ -36,6 +37,7 @@ test-deps:
 	 test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	 command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "[demat] apt-get install$$missing"; \
