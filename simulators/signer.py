@@ -6,9 +6,9 @@ that account and approves (or rejects with a reason) each one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import requests
@@ -24,6 +24,7 @@ class AirflowClient:
     password: str
     timeout: float = 20
     _token: str | None = None
+    _first_seen: dict = field(default_factory=dict)
 
     def token(self) -> str:
         if self._token is None:
@@ -50,18 +51,21 @@ class AirflowClient:
 
         Answering within a second of the task being parked races the scheduler's processing of the
         parking process's exit (Airflow 3.3 then marks the resumed task failed): a person never
-        answers that fast, and neither does this simulated one.
+        answers that fast, and neither does this simulated one. The wait counts from when this
+        client first saw each attempt parked (a retry reuses the request's creation time).
         """
         data = self.get("/dags/~/dagRuns/~/hitlDetails", response_received="false", limit=500)
         out = []
-        now = datetime.now(UTC)
+        now = time.monotonic()
         for detail in data.get("hitl_details", []):
             if detail.get("response_received"):
                 continue
-            if (detail.get("task_instance") or {}).get("state") not in (None, "awaiting_input", "deferred"):
+            ti = detail.get("task_instance") or {}
+            if ti.get("state") not in (None, "awaiting_input", "deferred"):
                 continue
-            created = detail.get("created_at")
-            if created and (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds() < settled_seconds:
+            key = (ti.get("id"), ti.get("try_number"))
+            first = self._first_seen.setdefault(key, now)
+            if now - first < settled_seconds:
                 continue
             assigned = {u.get("id") for u in detail.get("assigned_users") or []}
             if assigned and self.username not in assigned:
