@@ -256,14 +256,17 @@ def _kill_tree(proc: subprocess.Popen | None, sig_first: int = signal.SIGINT, gr
 RUN_TOKEN = secrets.token_hex(8)  # marks every process this launcher starts
 
 
-def _kill_leftovers() -> None:
-    """Any process still carrying this run's token (a task supervisor that escaped the group)."""
+def _kill_leftovers(port: int) -> None:
+    """Any process still carrying this run's token (a task supervisor that escaped the group), or
+    our API server (it renames itself and setproctitle overwrites its environment)."""
     me = os.getpid()
     for p in psutil.process_iter(["pid"]):
         if p.pid == me:
             continue
         try:
-            if p.environ().get("DEMAT_RUN_TOKEN") == RUN_TOKEN:
+            if p.environ().get("DEMAT_RUN_TOKEN") == RUN_TOKEN or (
+                "api_server" in " ".join(p.cmdline()) and f"port:{port}" in " ".join(p.cmdline())
+            ):
                 p.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -360,7 +363,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         (layout.state / "ready").unlink(missing_ok=True)
         _kill_tree(standalone)
         _kill_tree(sims, signal.SIGTERM, 10)
-        _kill_leftovers()
+        _kill_leftovers(port)
         pg.stop()
         layout.run_file.unlink(missing_ok=True)
         log("Arrêté.")

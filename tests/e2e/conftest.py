@@ -40,27 +40,32 @@ class Platform:
         return EmbeddedPostgres(self.state / "postgres", port=int((self.state / "postgres.port").read_text())).url("demat")
 
     def airflow_processes(self) -> dict[str, int]:
-        """Airflow components alive under this platform, by name."""
+        """Airflow components alive under this platform (descendants of its launcher), by name.
+
+        The API server renames itself ("airflow api_server -- host:... port:N") and setproctitle
+        overwrites its environment block, so components are found through the process tree.
+        """
         found: dict[str, int] = {}
-        for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return found
+        for p in tree:
             try:
-                cmd = " ".join(p.info["cmdline"] or [])
-                if p.environ().get("DEMAT_STATE") != str(self.state):
-                    continue
+                cmd = " ".join(p.cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
-                # the API server renames its process: "airflow api_server -- host:..."
-                if f"airflow {name}" in cmd or f"airflow {name.replace('-', '_')} " in cmd:
-                    found[name] = min(found.get(name, p.info["pid"]), p.info["pid"])
+                if f"airflow {name}" in cmd or (name == "api-server" and f"port:{self.port}" in cmd):
+                    found[name] = min(found.get(name, p.pid), p.pid)
         return found
 
 
-def _processes_of(state: Path) -> list[psutil.Process]:
+def _processes_of(state: Path, port: int) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.environ().get("DEMAT_STATE") == str(state):
+            if p.environ().get("DEMAT_STATE") == str(state) or f"port:{port}" in " ".join(p.cmdline()):
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -96,7 +101,7 @@ def platform(tmp_path_factory) -> Platform:
         os.killpg(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while True:
-        leftovers = [p for p in _processes_of(state) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        leftovers = [p for p in _processes_of(state, port) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         if not leftovers or time.monotonic() > deadline:
             break
         time.sleep(1)
