@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +75,10 @@ def _processes_of(state: Path, port: int) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory) -> Platform:
-    state = tmp_path_factory.mktemp("demat-state")
+def platform() -> Platform:
+    # outside pytest's basetemp: another pytest run on the machine prunes old basetemps, which
+    # would pull the data folder from under the running PostgreSQL
+    state = Path(tempfile.mkdtemp(prefix="demat-e2e-"))
     port = free_port()
     log = (state / "launcher.log").open("ab")
     env = {**os.environ, "DEMAT_STATE": str(state), "DEMAT_COLLECT_SECONDS": "10", "DEMAT_INBOX_MIN_AGE": "1.0"}
@@ -106,6 +110,8 @@ def platform(tmp_path_factory) -> Platform:
             break
         time.sleep(1)
     assert leftovers == [], f"processes left behind after Ctrl-C: {[p.cmdline() for p in leftovers]}"
+    if not os.environ.get("DEMAT_KEEP_E2E_STATE"):
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
