@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import requests
+
+# when each parked attempt (task instance id, try) was first seen, shared by every client of this
+# process: callers often build a new client per poll
+_FIRST_SEEN: dict[tuple, float] = {}
 
 APPROVE = "Approuver"
 REJECT = "Rejeter"
@@ -24,7 +28,6 @@ class AirflowClient:
     password: str
     timeout: float = 20
     _token: str | None = None
-    _first_seen: dict = field(default_factory=dict)
 
     def token(self) -> str:
         if self._token is None:
@@ -64,7 +67,7 @@ class AirflowClient:
             if ti.get("state") not in (None, "awaiting_input", "deferred"):
                 continue
             key = (ti.get("id"), ti.get("try_number"))
-            first = self._first_seen.setdefault(key, now)
+            first = _FIRST_SEEN.setdefault(key, now)
             if now - first < settled_seconds:
                 continue
             assigned = {u.get("id") for u in detail.get("assigned_users") or []}
