@@ -63,16 +63,20 @@ def _wait_dossiers(platform, shas: list[str], state: str, timeout: float) -> dic
     pytest.fail(f"dossiers not in state {state} after {timeout} s: {len(found)}/{len(shas)}")
 
 
-def _login(page, platform, user: str) -> None:
-    page.goto(f"{platform.base_url}/demat/parapheur")
+def _login(page, platform, user: str, path: str = "/demat/parapheur") -> None:
+    """Log in on Airflow's own login page and land on `path`.
+
+    The login form posts with JavaScript and only then navigates, so "network idle" can come
+    before the session cookie exists: wait until the browser has left the login page.
+    """
+    page.goto(f"{platform.base_url}{path}")
     page.wait_for_url("**/auth/login**", timeout=30_000)  # Airflow's own login page (SimpleAuthManager)
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", platform.secrets["passwords"][user])
     page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    if "/demat/parapheur" not in page.url:  # the login page returns to `next` or to Airflow's home
-        page.goto(f"{platform.base_url}/demat/parapheur")
-    page.wait_for_selector("h1:has-text('Parapheur')", timeout=30_000)
+    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+    if path not in page.url:  # the login page returns to `next` or to Airflow's home
+        page.goto(f"{platform.base_url}{path}")
 
 
 def test_official_approves_several_pes_in_one_action_and_follows_them(platform, browser):
@@ -96,6 +100,7 @@ def _approve_in_parapheur_and_follow(platform, browser, ours: set[str], *, nomfi
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="fr-FR")
     _login(page, platform, "maire.saintsever")
+    page.wait_for_selector("h1:has-text('Parapheur')", timeout=30_000)
 
     # wait until Airflow has parked the three requests long enough to be answered (settle rule)
     deadline = time.monotonic() + 120
@@ -176,13 +181,8 @@ def test_isolation_and_navigation(platform, browser):
 
         theirs = s.execute(select(Dossier.id).where(Dossier.collectivite == "saint-sever").limit(1)).scalar()
     page = browser.new_page(locale="fr-FR")
-    page.goto(f"{platform.base_url}/demat/dossiers")
-    page.wait_for_url("**/auth/login**", timeout=30_000)
-    page.fill("input[name=username]", "agent.chalosse")
-    page.fill("input[name=password]", platform.secrets["passwords"]["agent.chalosse"])
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    page.goto(f"{platform.base_url}/demat/dossiers")
+    _login(page, platform, "agent.chalosse", "/demat/dossiers")
+    page.wait_for_selector("#dossiers", timeout=30_000)
     assert "Commune de Saint-Sever" not in page.inner_text("#dossiers")
     if theirs:
         r = page.goto(f"{platform.base_url}/demat/dossiers/{theirs}")
