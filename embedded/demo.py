@@ -17,17 +17,48 @@ from embedded.platform import REPO, Layout, api_ready, log
 
 
 @dataclass
-class Drop:
-    label: str
-    collectivite: str
-    flow: str
+class InboxFile:
+    """A document for a collectivité's inbox (the demo's samples, the benchmarks' documents)."""
+
+    collectivite: str  # slug
+    flow: str  # actes | helios
     name: str
     data: bytes
-    expected: str
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    def drop(self, inbox: Path) -> float:
+        """Write beside, then os.replace into the inbox, so the watcher never sees half a file.
+        Returns the wall time of the replace."""
+        folder = inbox / self.collectivite / self.flow
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{self.name}.part"
+        tmp.write_bytes(self.data)
+        t = time.time()
+        os.replace(tmp, folder / self.name)
+        return t
+
+
+@dataclass
+class Drop(InboxFile):
+    label: str
+    expected: str  # the state the dossier must end in
+
+
+def stop_launcher(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGINT to a launcher's process group (it stops what it started), SIGKILL after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(grace)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def samples(config, stamp: str) -> list[Drop]:
@@ -40,29 +71,21 @@ def samples(config, stamp: str) -> list[Drop]:
         acte = generate_acte_zip(collectivite=coll, numero=numero, nature="DE", matiere="5.2",
                                  objet=f"Délibération de démonstration {numero} : désignation des délégués",
                                  n_annexes=1)
-        drops.append(Drop(f"Délibération {numero} ({coll.name})", coll.slug, "actes", f"deliberation-{numero}.zip",
-                          acte, "archive"))
+        drops.append(Drop(coll.slug, "actes", f"deliberation-{numero}.zip", acte,
+                          f"Délibération {numero} ({coll.name})", "archive"))
         if coll.helios:
             nomfic = f"PES_DEMO_{stamp}_{i}"
             pes = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                                codbud=coll.helios.codbud, nomfic=nomfic, n_bordereaux=2, seed=i)
-            drops.append(Drop(f"PES {nomfic} ({coll.name})", coll.slug, "helios", f"{nomfic}.xml", pes, "archive"))
+            drops.append(Drop(coll.slug, "helios", f"{nomfic}.xml", pes, f"PES {nomfic} ({coll.name})", "archive"))
     first = config.collectivites[0]
     if first.helios:
         nomfic = f"PES_DEMO_{stamp}_KO"
         bad = generate_pes(siret=first.siret, idpost=first.helios.idpost, codcol=first.helios.codcol,
                            codbud=first.helios.codbud, nomfic=nomfic, defects=("bad_iban",), seed=99)
-        drops.append(Drop(f"PES {nomfic} avec un IBAN faux ({first.name})", first.slug, "helios", f"{nomfic}.xml",
-                          bad, "refuse_validation"))
+        drops.append(Drop(first.slug, "helios", f"{nomfic}.xml", bad, f"PES {nomfic} avec un IBAN faux ({first.name})",
+                          "refuse_validation"))
     return drops
-
-
-def drop_file(inbox: Path, d: Drop) -> None:
-    folder = inbox / d.collectivite / d.flow
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{d.name}.part"
-    tmp.write_bytes(d.data)
-    os.replace(tmp, folder / d.name)
 
 
 def _database_url(layout: Layout) -> str:
@@ -134,9 +157,9 @@ def demo(state: Path, port: int, config_path: Path, *, timeout: float = 600) -> 
         drops = samples(config, stamp)
         t0 = datetime.now(UTC)
         for d in drops:
-            drop_file(layout.inbox, d)
+            d.drop(layout.inbox)
             log(f"Déposé : {d.label} -> {d.collectivite}/{d.flow}/{d.name}")
-        officials = sorted({u for c in config.collectivites for o in c.officials for u in o.users})
+        officials = sorted(config.parapheur_users())
         clients = [AirflowClient(f"http://127.0.0.1:{port}", u, secrets_["passwords"][u]) for u in officials]
         pending = {d.sha256: d for d in drops}
         found: dict[str, str] = {}
@@ -175,10 +198,4 @@ def demo(state: Path, port: int, config_path: Path, *, timeout: float = 600) -> 
     finally:
         if proc is not None:
             log("Arrêt de la plateforme démarrée pour la démonstration")
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(90)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_launcher(proc, grace=90)

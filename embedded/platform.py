@@ -26,22 +26,17 @@ from embedded.postgres import EmbeddedPostgres, free_port
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-USERS = {  # Airflow user -> simple auth manager role
-    "admin": "admin",
-    "operateur": "op",
-    "maire.saintsever": "user",
-    "president.chalosse": "user",
-    "agent.saintsever": "viewer",
-    "agent.chalosse": "viewer",
+PLATFORM_USERS = {  # Airflow user -> (simple auth manager role, label); the others come from the config
+    "admin": ("admin", "administrateur de la plateforme"),
+    "operateur": ("op", "opérateur (voit et agit sur tout)"),
 }
-USER_LABELS = {
-    "admin": "administrateur de la plateforme",
-    "operateur": "opérateur (voit et agit sur tout)",
-    "maire.saintsever": "élue signataire, Maire de Saint-Sever",
-    "president.chalosse": "élu signataire, Président de la CC Chalosse Tursan",
-    "agent.saintsever": "agent de Saint-Sever (dépose et suit)",
-    "agent.chalosse": "agent de la CC Chalosse Tursan (dépose et suit)",
-}
+
+
+def platform_users(layout: Layout) -> dict[str, tuple[str, str]]:
+    """Every demo login: the platform's own, then each collectivité's agents and parapheur respondents."""
+    from flows.config import load_config
+
+    return {**PLATFORM_USERS, **load_config(layout.config).airflow_users()}
 
 
 def log(msg: str) -> None:
@@ -77,6 +72,11 @@ class Layout:
         return self.state / "simulators"
 
     @property
+    def mails(self) -> Path:
+        """The SMTP sink's folder: every alert mail the platform sends, as .eml files (new/)."""
+        return self.state / "mails"
+
+    @property
     def config(self) -> Path:
         return self.state / "config.yaml"
 
@@ -106,7 +106,7 @@ def _secret_store(layout: Layout) -> dict:
                 data[key] = secrets.token_urlsafe(64)
             changed = True
     passwords = data.setdefault("passwords", {})
-    for user in USERS:
+    for user in platform_users(layout):
         if user not in passwords:
             passwords[user] = secrets.token_urlsafe(12)
             changed = True
@@ -134,7 +134,8 @@ def prepare_state(layout: Layout, config_source: Path) -> None:
     create_demo_pki(layout.pki, officials)
 
 
-def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int, endpoints: dict) -> dict[str, str]:
+def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int, endpoints: dict,
+                smtp: dict | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "AIRFLOW_HOME": str(layout.airflow_home),
@@ -146,7 +147,8 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "6",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{u}:{role}" for u, (role, _) in platform_users(layout).items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(layout.airflow_home / "passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow"),
@@ -178,6 +180,12 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
             "extra": {"key_file": ep["key_path"], "host_key": ep["host_key"],
                       "upload_dir": ep.get("upload_dir", "depot"), "reply_dir": ep.get("reply_dir", "retour")},
         })
+    if smtp:  # the simulators' SMTP sink: plain SMTP on loopback, one attempt per send (demat retries)
+        env["AIRFLOW_CONN_DEMAT_SMTP"] = json.dumps({
+            "conn_type": "smtp", "host": smtp["host"], "port": smtp["port"],
+            "extra": {"from_email": "demat <alertes@demat.localhost>", "disable_ssl": True, "disable_tls": True,
+                      "timeout": 10, "retry_limit": 0},
+        })
     return env
 
 
@@ -196,7 +204,7 @@ def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config),
          # the demo actes carry the classification of 2024-01-15; the préfecture answers with the same
-         "--set", "prefecture.classification_date=2024-01-15"],
+         "--set", "prefecture.classification_date=2024-01-15", "--mail-dir", str(layout.mails)],
         cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -210,8 +218,16 @@ def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
 
 
 def read_endpoints(layout: Layout) -> dict:
+    """The SFTP counterparts (the SMTP sink, listed beside them, is read by read_smtp)."""
     raw = json.loads((layout.sims / "endpoints.json").read_text())
-    return raw.get("counterparts", raw)
+    raw = raw.get("counterparts", raw)
+    return {name: ep for name, ep in raw.items() if ep.get("kind", "sftp") == "sftp"}
+
+
+def read_smtp(layout: Layout) -> dict | None:
+    raw = json.loads((layout.sims / "endpoints.json").read_text())
+    smtp = raw.get("smtp")
+    return smtp if isinstance(smtp, dict) and smtp.get("kind") == "smtp" else None
 
 
 def api_ready(port: int) -> bool:
@@ -279,14 +295,15 @@ def banner(layout: Layout, port: int, secrets_: dict) -> str:
     lines = ["", "=" * 78, "demat est prêt / demat is up", "", f"  Interface Airflow : http://127.0.0.1:{port}", "",
              "  Comptes de démonstration (générés pour cet état, dans " f"{layout.secrets_file}) :"]
     on_terminal = sys.stdout.isatty()  # never copy passwords into a log file
-    for user in USERS:
+    for user, (_, label) in platform_users(layout).items():
         shown = secrets_["passwords"][user] if on_terminal else "(voir secrets.json)"
-        lines.append(f"    {user:<20} {shown:<20} {USER_LABELS[user]}")
+        lines.append(f"    {user:<20} {shown:<20} {label}")
     lines += ["", "  Dossiers d'entrée (déposez-y vos fichiers) :"]
     for c in config.collectivites:
         for flow in c.flows:
             lines.append(f"    {c.name:<40} {flow:<7} {layout.inbox / c.slug / flow}")
     lines += ["", "  Refusés : sous-dossier « rejetes/ » de chaque dossier d'entrée, avec l'explication.",
+              f"  Courriels d'alerte (puits SMTP local) : {layout.mails / 'new'}",
               "  Démonstration : `make demo` dans un autre terminal.  Arrêt : Ctrl-C.", "=" * 78, ""]
     return "\n".join(lines)
 
@@ -304,8 +321,8 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
                     return 1
             except psutil.NoSuchProcess:
                 pass
-    secrets_ = _secret_store(layout)
     prepare_state(layout, config_source)
+    secrets_ = _secret_store(layout)
     port_file = layout.state / "postgres.port"
     if pg_port is None and port_file.exists():
         pg_port = int(port_file.read_text())
@@ -331,7 +348,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         base_env = airflow_env(layout, pg, secrets_, port, {})
         log("Simulateurs (préfecture, DGFiP, SAE) sur SFTP en boucle locale")
         sims = _start_simulators(layout, base_env)
-        env = airflow_env(layout, pg, secrets_, port, read_endpoints(layout))
+        env = airflow_env(layout, pg, secrets_, port, read_endpoints(layout), read_smtp(layout))
         _write_passwords(layout, secrets_)
         log("Migration de la base Airflow")
         migrated = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, cwd=REPO,

@@ -1,6 +1,7 @@
 """Platform configuration: collectivités, circuits, counterparts, as YAML validated on load."""
 
 from flows.config.models import (
+    AlertSettings,
     ArchiveProfile,
     Collectivite,
     ConfigError,
@@ -11,6 +12,7 @@ from flows.config.models import (
 )
 
 __all__ = [
+    "AlertSettings",
     "ArchiveProfile",
     "Collectivite",
     "ConfigError",

@@ -16,6 +16,10 @@ DocType = Literal[
 ]
 
 
+MAX_CIRCUIT_STEPS = 5
+"""Human steps a circuit may hold: the dossier DAGs carry this many parapheur tasks, unused ones skipped."""
+
+
 class ConfigError(ValueError):
     """The configuration file is invalid; the message is in French and names each faulty field."""
 
@@ -65,6 +69,35 @@ class HeliosSettings(_Strict):
     libelle: str = ""
 
 
+EMAIL_RE = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+def _check_emails(emails: dict[str, str]) -> dict[str, str]:
+    """`{Airflow user: address}`: each address must look like one (no display name, no list)."""
+    for user, address in emails.items():
+        if not EMAIL_RE.match(address or ""):
+            raise ValueError(f"adresse e-mail « {address} » de l'utilisateur « {user} » invalide "
+                             "(attendu : nom@domaine.fr)")
+    return emails
+
+
+class AlertSettings(_Strict):
+    """E-mail alerts: who hears about what and how often. Every field is optional."""
+
+    digest_minutes: int = Field(default=60, ge=1, le=1440)  # at most one digest per recipient per period
+    operators: list[str] = Field(default_factory=list)  # Airflow users or addresses; empty: DEMAT_OPERATORS
+    parapheur_warning_days: int = Field(default=3, ge=1, le=60)  # warn this long before a step's deadline
+    certificate_thresholds_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
+    sender: str | None = None  # From address; None: the SMTP connection's `from_email`
+
+    @field_validator("certificate_thresholds_days")
+    @classmethod
+    def _thresholds(cls, v: list[int]) -> list[int]:
+        if not v or any(d < 0 or d > 365 for d in v):
+            raise ValueError("au moins un seuil, chacun entre 0 et 365 jours")
+        return sorted(set(v), reverse=True)
+
+
 class Collectivite(_Strict):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
@@ -80,7 +113,16 @@ class Collectivite(_Strict):
     circuits: dict[str, list[Step]] = Field(default_factory=dict)
     archive: dict[str, ArchiveProfile] = Field(default_factory=lambda: {"default": ArchiveProfile()})
     deposit: Literal["immediate", "nightly"] = "immediate"
+    # how an acte is signed after its SIGNATURE step: "detachee" = detached XAdES sent as the 99_SE
+    # signature file; "aucune" = transmitted unsigned (the approval stays in the journal)
+    acte_signature: Literal["aucune", "detachee"] = "aucune"
     agents: list[str] = Field(default_factory=list)  # Airflow users of this collectivité
+    emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address, for alerts
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_emails(v)
 
     @field_validator("siren")
     @classmethod
@@ -104,6 +146,14 @@ class Collectivite(_Strict):
             raise ValueError("le flux « helios » est activé mais la section « helios » (idpost, codcol, codbud) manque")
         ids = {o.id for o in self.officials}
         for doc_type, steps in self.circuits.items():
+            human = [s for s in steps if s.kind != "AUTO"]
+            if len(human) > MAX_CIRCUIT_STEPS:
+                raise ValueError(f"circuit « {doc_type} » : {len(human)} étapes de visa ou de signature, "
+                                 f"au plus {MAX_CIRCUIT_STEPS} (regroupez des visas en une étape à plusieurs "
+                                 "utilisateurs)")
+            if sum(1 for s in steps if s.kind == "SIGNATURE") > 1:
+                raise ValueError(f"circuit « {doc_type} » : une seule étape SIGNATURE par circuit "
+                                 "(le document est signé une fois, par l'élu de cette étape)")
             for i, step in enumerate(steps, 1):
                 if step.official and step.official not in ids:
                     raise ValueError(
@@ -123,6 +173,15 @@ class Collectivite(_Strict):
             if key in self.circuits:
                 return self.circuits[key]
         return []
+
+    def parapheur_users(self) -> set[str]:
+        """Airflow users who answer in this collectivité's parapheur (officials and VISA respondents)."""
+        users = {u for o in self.officials for u in o.users}
+        return users | {u for steps in self.circuits.values() for s in steps for u in s.users}
+
+    def members(self) -> set[str]:
+        """Every Airflow user of this collectivité: agents and parapheur respondents see its dossiers."""
+        return set(self.agents) | self.parapheur_users()
 
     def archive_profile(self, doc_type: str) -> ArchiveProfile:
         return self.archive.get(doc_type) or self.archive.get("default") or ArchiveProfile()
@@ -144,7 +203,14 @@ class PlatformConfig(_Strict):
     transferring_agency: str = "DEMAT"
     package_format: Literal["tar.gz", "zip"] = "tar.gz"
     stuck_after_hours: dict[str, float] = Field(default_factory=lambda: {"actes": 4, "helios": 24, "sae": 24})
+    emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address (operators...)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     collectivites: list[Collectivite]
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_emails(v)
 
     @model_validator(mode="after")
     def _unique(self) -> PlatformConfig:
@@ -160,6 +226,23 @@ class PlatformConfig(_Strict):
             if c.slug == slug:
                 return c
         raise KeyError(f"collectivité inconnue : {slug}")
+
+    def parapheur_users(self) -> set[str]:
+        return {u for c in self.collectivites for u in c.parapheur_users()}
+
+    def airflow_users(self) -> dict[str, tuple[str, str]]:
+        """Airflow user -> (simple auth manager role, French label), derived from the collectivités."""
+        out: dict[str, tuple[str, str]] = {}
+        for c in self.collectivites:
+            for u in c.agents:
+                out.setdefault(u, ("viewer", f"agent de {c.name} (dépose et suit)"))
+            for steps in c.circuits.values():
+                for u in (u for s in steps for u in s.users):
+                    out[u] = ("user", f"visa au parapheur, {c.name}")
+            for o in c.officials:
+                for u in o.users:
+                    out[u] = ("user", f"signataire, {o.role} ({c.name})")
+        return out
 
     def by_siren(self, siren: str) -> Collectivite | None:
         return next((c for c in self.collectivites if c.siren == siren), None)

@@ -49,14 +49,14 @@ def visible_collectivites(config, user_id: str, *, operators: Iterable[str] = ()
                           ) -> set[str] | None:
     """The collectivités a user may see: None means all (platform operators and admins).
 
-    Agents (Collectivite.agents) and officials (Official.users) see their own collectivité(s);
+    Agents, officials and VISA respondents (Collectivite.members) see their own collectivité(s);
     anyone else sees nothing (an empty set, not an error: the page is simply empty).
     """
     if user_id in set(operators) or role in ("admin", "op"):
         return None
     out: set[str] = set()
     for c in config.collectivites:
-        if user_id in c.agents or any(user_id in o.users for o in c.officials):
+        if user_id in c.members():
             out.add(c.slug)
     return out
 

@@ -156,3 +156,21 @@ def artefact(dossier: Dossier, kind: str) -> Artefact | None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def link_previous(session: Session, dossier: Dossier, previous: Dossier, *, actor: str = "demat") -> bool:
+    """Make `dossier` the next version of `previous` (a corrected file after a refusal or rejection).
+
+    Both journals say so, in French. Idempotent: linking the same pair again writes nothing.
+    """
+    if dossier.previous_id == previous.id or dossier.id == previous.id:
+        return False
+    dossier.previous_id = previous.id
+    dossier.version = (previous.version or 1) + 1
+    note(session, dossier, event="nouvelle_version", actor=actor,
+         message=f"Version {dossier.version} du dossier {previous.id} ({previous.original_name}).",
+         details={"previous_id": previous.id})
+    note(session, previous, event="version_suivante", actor=actor,
+         message=f"Une version corrigée a été déposée : dossier {dossier.id} ({dossier.original_name}).",
+         details={"next_id": dossier.id})
+    return True

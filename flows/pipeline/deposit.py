@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
 
 from sqlalchemy import select
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ROLES = {
     "original": "document",
     "signed": "signature",
+    "signature": "signature",
     "transmission": "document",
     "acquit": "acquittement",
     "prefecture_ARActe": "acquittement",
@@ -131,7 +132,3 @@ def deposit_ready(settings: Settings, endpoint_factory, upload_dir: str = "depot
         if deposit_one(settings, dossier_id, endpoint_factory, upload_dir):
             done.append(dossier_id)
     return done
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

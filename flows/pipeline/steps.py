@@ -149,9 +149,33 @@ def _validate_acte(session, dossier: Dossier, coll: Collectivite, path: Path) ->
 
 
 # --------------------------------------------------------------------------------------------- parapheur
+def human_steps(coll: Collectivite, dossier: Dossier) -> list:
+    """The circuit's VISA and SIGNATURE steps for this dossier, in order (AUTO steps need nobody)."""
+    circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
+    return [s for s in circuit if s.kind != "AUTO"]
+
+
+def _parapheur(dossier: Dossier) -> dict:
+    """The circuit's progress, kept on the dossier: asked steps and recorded decisions."""
+    return dict((dossier.extra or {}).get("parapheur") or {})
+
+
+def _save_parapheur(dossier: Dossier, progress: dict) -> None:
+    dossier.extra = {**(dossier.extra or {}), "parapheur": progress}  # a new dict: SQLAlchemy sees the change
+
+
 @dataclass
 class ParapheurRequest:
-    proceed: bool
+    """What the parapheur task must do for one step of the circuit.
+
+    action "ask": park and wait for `assigned_users`; "approved": this step is already decided
+    (a retry after a crash) or there is no human step left; "stop": the dossier is not in the
+    parapheur any more (rejected, expired, invalid).
+    """
+
+    action: str
+    step: int = 1
+    steps: int = 0
     subject: str = ""
     body: str = ""
     assigned_users: list[dict] = field(default_factory=list)
@@ -159,29 +183,44 @@ class ParapheurRequest:
     step_kind: str = "SIGNATURE"
     official: str | None = None
 
+    @property
+    def proceed(self) -> bool:
+        return self.action != "stop"
 
-def parapheur_request(settings: Settings, dossier_id: str, *, operators: list[str] = ()) -> ParapheurRequest:
-    """Put the dossier in the parapheur and say who must answer, with what to show them."""
+    @property
+    def last(self) -> bool:
+        """No human step after this one: the next task is the signature."""
+        return self.step >= self.steps
+
+
+def _respondents(coll: Collectivite, step) -> tuple[list[str], str, str | None]:
+    if step.kind == "SIGNATURE":
+        official = coll.official(step.official)
+        return list(official.users), f"{official.name} ({official.role})", official.id
+    return list(step.users), ", ".join(step.users), None
+
+
+def parapheur_request(settings: Settings, dossier_id: str, *, step: int = 1,
+                      operators: list[str] = ()) -> ParapheurRequest:
+    """Put the dossier at step `step` (1-based) of its circuit and say who must answer, with what to show."""
     with session_scope(settings.database_url) as session:
         dossier = service.get(session, dossier_id, for_update=True)
-        if dossier.state not in ("valide", "au_parapheur"):
-            return ParapheurRequest(proceed=False)
         coll = settings.config.collectivite(dossier.collectivite)
-        circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
-        step = next((s for s in circuit if s.kind == "SIGNATURE"), circuit[0] if circuit else None)
-        users: list[str] = []
-        official_id = None
-        who = "l'opérateur"
-        if step is not None and step.kind == "SIGNATURE":
-            official = coll.official(step.official)
-            official_id = official.id
-            users = list(official.users)
-            who = f"{official.name} ({official.role})"
-        elif step is not None:
-            users = list(step.users)
+        circuit = human_steps(coll, dossier)
+        n = len(circuit)
+        if dossier.state not in ("valide", "au_parapheur"):
+            return ParapheurRequest(action="stop", step=step, steps=n)
+        progress = _parapheur(dossier)
+        if step > n:  # no human step (automatic circuit) or none left
+            return ParapheurRequest(action="approved", step=step, steps=n)
+        if str(step) in progress.get("decisions", {}):
+            return ParapheurRequest(action="approved", step=step, steps=n)
+        current = circuit[step - 1]
+        users, who, official_id = _respondents(coll, current)
         users += [u for u in operators if u not in users]
         kind = DOC_TYPE_LABELS.get(dossier.doc_type, "Document")
-        subject = f"{kind} de {coll.name} : {dossier.objet or dossier.original_name}"[:250]
+        what = "Signature" if current.kind == "SIGNATURE" else "Visa"
+        subject = f"{what} ({step}/{n}) — {kind} de {coll.name} : {dossier.objet or dossier.original_name}"[:250]
         lines = [
             f"**Collectivité** : {coll.name}",
             f"**Type** : {kind}",
@@ -193,16 +232,23 @@ def parapheur_request(settings: Settings, dossier_id: str, *, operators: list[st
             lines.append(f"**Montant** : {dossier.montant} €")
         if dossier.idacte or dossier.numero_interne:
             lines.append(f"**Numéro** : {dossier.numero_interne or dossier.idacte}")
-        lines.append(f"\nSignataire attendu : {who}. En cas de rejet, indiquez le motif.")
+        for i, done in sorted(progress.get("decisions", {}).items()):
+            lines.append(f"Étape {i} : {done['label']} par {done['actor']} le {done['at']}")
+        lines.append(f"\nÉtape {step}/{n} ({what.lower()}) : {who}. En cas de rejet, indiquez le motif.")
+        message = f"Étape {step}/{n} du parapheur ({what.lower()}) : en attente de {who}."
+        details = {"users": users, "step": step, "steps": n, "kind": current.kind}
         if dossier.state == "valide":
-            service.transition(session, dossier, "au_parapheur",
-                               message=f"Soumis au parapheur, en attente de {who}.",
-                               details={"users": users, "step": step.kind if step else None})
+            service.transition(session, dossier, "au_parapheur", message=f"Soumis au parapheur. {message}",
+                               details=details)
+        elif step not in progress.get("asked", []):
+            service.note(session, dossier, event="parapheur_etape", message=message, details=details)
+        if step not in progress.get("asked", []):
+            progress["asked"] = [*progress.get("asked", []), step]
+            _save_parapheur(dossier, progress)
         return ParapheurRequest(
-            proceed=True, subject=subject, body="\n\n".join(lines),
-            assigned_users=[{"id": u, "name": u} for u in users],
-            deadline_days=step.deadline_days if step else 30, step_kind=step.kind if step else "VISA",
-            official=official_id,
+            action="ask", step=step, steps=n, subject=subject, body="\n\n".join(lines),
+            assigned_users=[{"id": u, "name": u} for u in users], deadline_days=current.deadline_days,
+            step_kind=current.kind, official=official_id,
         )
 
 
@@ -210,28 +256,48 @@ APPROVE = "Approuver"
 REJECT = "Rejeter"
 
 
-def record_decision(settings: Settings, dossier_id: str, decision: dict) -> StepOutcome:
-    """Apply the parapheur answer (as returned by the HITL operator) to the dossier."""
+def record_decision(settings: Settings, dossier_id: str, decision: dict, *, step: int = 1) -> ParapheurRequest:
+    """Apply one step's answer (as returned by the HITL operator) to the dossier.
+
+    Returns what comes next: "approved" (move on; `last` says whether the signature follows) or
+    "stop" (rejected, or the dossier left the parapheur meanwhile). Recording twice is harmless.
+    """
     chosen = (decision or {}).get("chosen_options") or []
     params = (decision or {}).get("params_input") or {}
     responder = (decision or {}).get("responded_by_user") or {}
     actor = responder.get("name") or responder.get("id") or "inconnu"
     with session_scope(settings.database_url) as session:
         dossier = service.get(session, dossier_id, for_update=True)
-        if dossier.state != "au_parapheur":
-            return StepOutcome(dossier.id, dossier.state, dossier.state in ("signe", "transmis"))
+        coll = settings.config.collectivite(dossier.collectivite)
+        circuit = human_steps(coll, dossier)
+        n = len(circuit)
+        progress = _parapheur(dossier)
+        if dossier.state != "au_parapheur" or step > n:
+            return ParapheurRequest(action="stop", step=step, steps=n)
+        if str(step) in progress.get("decisions", {}):
+            return ParapheurRequest(action="approved", step=step, steps=n)
+        current = circuit[step - 1]
+        what = "signature" if current.kind == "SIGNATURE" else "visa"
         if REJECT in chosen:
             motif = (params.get("motif") or "").strip() or "aucun motif donné"
             service.transition(session, dossier, "rejete_parapheur", actor=actor,
-                               message=f"Rejeté au parapheur par {actor} : {motif}.",
-                               details={"motif": motif})
-            return StepOutcome(dossier.id, "rejete_parapheur", False, motif)
+                               message=f"Rejeté au parapheur par {actor} à l'étape {step}/{n} ({what}) : {motif}.",
+                               details={"motif": motif, "step": step, "kind": current.kind})
+            return ParapheurRequest(action="stop", step=step, steps=n)
+        label = "Signature accordée" if current.kind == "SIGNATURE" else "Visa accordé"
+        at = service.now()
+        decisions = dict(progress.get("decisions", {}))
+        decisions[str(step)] = {"kind": current.kind, "actor": actor, "label": label,
+                                "user": responder.get("id"), "at": f"{at:%d/%m/%Y %H:%M} UTC"}
+        progress["decisions"] = decisions
+        _save_parapheur(dossier, progress)
         service.note(session, dossier, event="approbation", actor=actor,
-                     message=f"Approuvé au parapheur par {actor}.")
-        return StepOutcome(dossier.id, "au_parapheur", True)
+                     message=f"{label} par {actor} (étape {step}/{n}).",
+                     details={"step": step, "kind": current.kind})
+        return ParapheurRequest(action="approved", step=step, steps=n)
 
 
-def parapheur_expired(settings: Settings, dossier_id: str, *, deadline_days: int) -> StepOutcome:
+def parapheur_expired(settings: Settings, dossier_id: str, *, deadline_days: int, step: int = 1) -> StepOutcome:
     """Nobody answered within the step's deadline: the dossier ends in a named error state."""
     with session_scope(settings.database_url) as session:
         dossier = service.get(session, dossier_id, for_update=True)
@@ -239,41 +305,79 @@ def parapheur_expired(settings: Settings, dossier_id: str, *, deadline_days: int
             return StepOutcome(dossier.id, dossier.state, False)
         service.transition(
             session, dossier, "parapheur_expire", event="alerte_parapheur",
-            message=(f"Délai du parapheur dépassé : aucune réponse en {deadline_days} jour(s). "
+            message=(f"Délai du parapheur dépassé à l'étape {step} : aucune réponse en {deadline_days} jour(s). "
                      "Le dossier est arrêté ; redéposez le document pour relancer le circuit."),
-            details={"deadline_days": deadline_days},
+            details={"deadline_days": deadline_days, "step": step},
         )
         return StepOutcome(dossier.id, "parapheur_expire", False)
 
 
 # --------------------------------------------------------------------------------------------- signature
-def sign(settings: Settings, dossier_id: str, *, actor: str) -> StepOutcome:
+def _signature_step(coll: Collectivite, dossier: Dossier):
+    return next((s for s in human_steps(coll, dossier) if s.kind == "SIGNATURE"), None)
+
+
+def sign(settings: Settings, dossier_id: str) -> StepOutcome:
+    """Sign with the certificate of the circuit's signing official, once every human step approved.
+
+    PES: an enveloped XAdES per bordereau. Acte: a detached XAdES of the main document, sent as
+    its 99_SE signature file, when the collectivité asks for it (`acte_signature: detachee`).
+    """
     store = ArtefactStore(settings.store_root)
     with session_scope(settings.database_url) as session:
         dossier = service.get(session, dossier_id, for_update=True)
-        if dossier.state != "au_parapheur":
-            return StepOutcome(dossier.id, dossier.state, dossier.state in ("signe", "transmis"))
         coll = settings.config.collectivite(dossier.collectivite)
-        circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
-        step = next((s for s in circuit if s.kind == "SIGNATURE"), None)
-        if dossier.flow == "helios" and step is not None:
-            from flows.signature.xades import sign_pes
-
+        circuit = human_steps(coll, dossier)
+        if dossier.state not in ("au_parapheur", "valide") or (dossier.state == "valide" and circuit):
+            return StepOutcome(dossier.id, dossier.state, dossier.state in ("signe", "transmis"))
+        decisions = _parapheur(dossier).get("decisions", {})
+        missing = [i for i in range(1, len(circuit) + 1) if str(i) not in decisions]
+        if missing:
+            return StepOutcome(dossier.id, dossier.state, False, f"étapes sans décision : {missing}")
+        step = _signature_step(coll, dossier)
+        signer_decision = next((d for d in decisions.values() if d["kind"] == "SIGNATURE"), None)
+        actor = (signer_decision or {}).get("actor") or (decisions[str(len(circuit))]["actor"] if circuit else "demat")
+        when = f"{datetime.now(UTC):%d/%m/%Y à %H:%M} UTC"
+        if step is not None and (dossier.flow == "helios" or coll.acte_signature == "detachee"):
             official = coll.official(step.official)
             p12 = settings.pki_dir / f"{official.certificate}.p12"
             password = (settings.pki_dir / f"{official.certificate}.pass").read_bytes().strip()
-            signed = sign_pes(store.get(dossier.sha256), p12, password, role=official.role,
-                              place=coll.name)
-            service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
-                           data=signed, media_type="application/xml")
-            message = (f"Signé électroniquement (XAdES, un bordereau par signature) par {official.name}, "
-                       f"{official.role}, le {datetime.now(UTC):%d/%m/%Y à %H:%M} UTC.")
+            if dossier.flow == "helios":
+                from flows.signature.xades import sign_pes
+
+                signed = sign_pes(store.get(dossier.sha256), p12, password, role=official.role, place=coll.name)
+                service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
+                               data=signed, media_type="application/xml")
+                how = "XAdES, un bordereau par signature"
+            else:
+                name, pdf = _acte_document(store, dossier, settings)
+                signature = _sign_acte(pdf, name, p12, password, official.role, coll.name)
+                service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-signature.xml",
+                               data=signature, media_type="application/xml")
+                how = "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"
+            message = f"Signé électroniquement ({how}) par {official.name}, {official.role}, le {when}."
             details = {"signer": official.name, "role": official.role, "official": official.id}
+        elif not circuit:
+            message = "Circuit sans étape humaine : transmis sans signature électronique."
+            details = {"approver": "demat"}
         else:
             message = f"Approuvé pour transmission par {actor} (acte transmis sans signature électronique)."
             details = {"approver": actor}
         service.transition(session, dossier, "signe", actor=actor, message=message, details=details)
         return StepOutcome(dossier.id, "signe", True)
+
+
+def _acte_document(store: ArtefactStore, dossier: Dossier, settings: Settings) -> tuple[str, bytes]:
+    from flows.actes.intake import read_submission
+
+    submission = read_submission(_original_path(store, dossier, settings.work_dir / "tmp"))
+    return submission.document.name, submission.document.data
+
+
+def _sign_acte(pdf: bytes, name: str, p12: Path, password: bytes, role: str, place: str) -> bytes:
+    from flows.signature.detached import sign_detached
+
+    return sign_detached(pdf, p12, password, role=role, name=name, place=place)
 
 
 # --------------------------------------------------------------------------------------------- transmission
@@ -308,6 +412,11 @@ def prepare_transmission(settings: Settings, dossier_id: str, *, trigram: str = 
 
             path = _original_path(store, dossier, settings.work_dir / "tmp")
             submission = read_submission(path)
+            signature = service.artefact(dossier, "signature")
+            if signature is not None:  # the official's detached signature travels as the 99_SE file
+                from flows.actes.model import Document
+
+                submission.annexes.append(Document(signature.name, store.get(signature.sha256), typologie="99_SE"))
             day = datetime.now(UTC).strftime("%Y%m%d")
             serial = _next_serial(session, coll.siren, day)
             from flows.pipeline.classification import current_classification

@@ -1,8 +1,11 @@
-"""The parapheur step: an Airflow human-in-the-loop operator whose respondents come from the circuit.
+"""The parapheur steps: Airflow human-in-the-loop operators whose respondents come from the circuit.
 
-The HITL operator's assigned users are fixed at parse time; a dossier DAG serves every
-collectivité, so this operator asks the domain at run time who must answer and what to show.
-On Airflow 3.3 the waiting task is parked in AWAITING_INPUT: it holds no worker slot.
+A dossier DAG serves every collectivité, and circuits differ (a signature alone, or visas then a
+signature), so the DAG carries MAX_CIRCUIT_STEPS parapheur tasks in a row and each one asks the
+domain at run time who must answer its step. Each task branches: to the next step, to the
+signature once the circuit's last step is approved, or nowhere after a rejection. Steps a
+circuit does not have are skipped by the scheduler without starting a process. On Airflow 3.3
+a waiting step is parked in AWAITING_INPUT: it holds no worker slot.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
-from airflow.sdk.exceptions import AirflowSkipException
 
 APPROVE = "Approuver"
 REJECT = "Rejeter"
+SIGN_TASK = "sign_and_transmit"
 
 
 def operator_users() -> list[str]:
@@ -23,25 +27,33 @@ def operator_users() -> list[str]:
     return [u for u in os.environ.get("DEMAT_OPERATORS", "admin,operateur").split(",") if u]
 
 
-class ParapheurOperator(HITLOperator):
-    ui_color = "#f4e1c1"
+def step_task_id(step: int) -> str:
+    return f"parapheur_{step}"
 
-    def __init__(self, **kwargs) -> None:
+
+class ParapheurOperator(HITLOperator, BranchMixIn):
+    """Step `step` of the dossier's circuit (1-based): ask, wait, record, branch."""
+
+    ui_color = "#f4e1c1"
+    inherits_from_skipmixin = True
+
+    def __init__(self, *, step: int, **kwargs) -> None:
         kwargs.setdefault("subject", "Parapheur")
         # The DAG's params (dossier_id) reach the task through the context; the form only asks for
         # the reason, and Airflow checks the answer's params against the form's exactly.
         kwargs.pop("params", None)
         params = {"motif": Param("", type="string", title="Motif (obligatoire en cas de rejet)")}
         super().__init__(options=[APPROVE, REJECT], params=params, **kwargs)
+        self.step = step
 
     def execute(self, context):
         from demat_airflow.context import settings
         from flows.pipeline import steps
 
         dossier_id = context["params"]["dossier_id"]
-        request = steps.parapheur_request(settings(), dossier_id, operators=operator_users())
-        if not request.proceed:
-            raise AirflowSkipException(f"Le dossier {dossier_id} n'attend pas de décision du parapheur.")
+        request = steps.parapheur_request(settings(), dossier_id, step=self.step, operators=operator_users())
+        if request.action != "ask":  # no such step, already decided (a retry), or the dossier left
+            return self._follow(context, request)
         self.subject = request.subject
         self.body = request.body
         self.assigned_users = request.assigned_users
@@ -49,14 +61,28 @@ class ParapheurOperator(HITLOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
+        from demat_airflow.context import settings
+        from flows.pipeline import steps
+
+        dossier_id = context["params"]["dossier_id"]
         if isinstance(event, dict) and event.get("error_type") == "timeout":
             from airflow.sdk.exceptions import AirflowFailException
 
-            from demat_airflow.context import settings
-            from flows.pipeline import steps
-
-            dossier_id = context["params"]["dossier_id"]
             days = int(self.response_timeout.days) if self.response_timeout else 30
-            steps.parapheur_expired(settings(), dossier_id, deadline_days=days)
-            raise AirflowFailException(f"Délai du parapheur dépassé pour le dossier {dossier_id}")
-        return super().execute_complete(context, event)
+            steps.parapheur_expired(settings(), dossier_id, deadline_days=days, step=self.step)
+            raise AirflowFailException(f"Délai du parapheur dépassé pour le dossier {dossier_id} (étape {self.step})")
+        answer = super().execute_complete(context, event)
+        outcome = steps.record_decision(settings(), dossier_id, dict(answer), step=self.step)
+        self._follow(context, outcome)
+        return answer
+
+    def _follow(self, context, outcome) -> str | None:
+        """Branch: the next step, the signature after the last step, or nothing at all."""
+        if not outcome.proceed:
+            target = None
+        elif outcome.last:
+            target = SIGN_TASK
+        else:
+            target = step_task_id(self.step + 1)
+        self.do_branch(context, target)
+        return target

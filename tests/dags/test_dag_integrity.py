@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.config.models import MAX_CIRCUIT_STEPS
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 HEAVY = ("lxml", "pandas", "great_expectations", "signxml", "paramiko", "asyncssh", "numpy", "flows.helios",
@@ -39,8 +41,13 @@ def test_expected_dags(dagbag):
 def test_dossier_dags_have_parapheur_between_validation_and_transmission(dagbag):
     for dag_id in ("demat_acte", "demat_pes"):
         dag = dagbag.dags[dag_id]
-        assert [t.task_id for t in dag.topological_sort()] == ["validate", "parapheur", "sign_and_transmit"]
-        assert dag.get_task("parapheur").__class__.__name__ == "ParapheurOperator"
+        steps = [f"parapheur_{i}" for i in range(1, MAX_CIRCUIT_STEPS + 1)]
+        assert [t.task_id for t in dag.topological_sort()] == ["validate", *steps, "sign_and_transmit"]
+        assert {dag.get_task(s).__class__.__name__ for s in steps} == {"ParapheurOperator"}
+        # any step may be the circuit's last: the signature follows each, and runs once none failed
+        sign = dag.get_task("sign_and_transmit")
+        assert sign.upstream_task_ids == set(steps)
+        assert sign.trigger_rule == "none_failed_min_one_success"
         assert dag.get_task("sign_and_transmit").retries >= 3
 
 

@@ -89,7 +89,7 @@ def _wait_final_tolerant(platform, shas: list[str], config, *, timeout: float) -
     from flows.dossier.db import session_scope
     from simulators.signer import AirflowClient, answer_all
 
-    users = sorted({u for c in config.collectivites for o in c.officials for u in o.users})
+    users = sorted(config.parapheur_users())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for u in users:

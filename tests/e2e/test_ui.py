@@ -23,6 +23,7 @@ from flows.dossier.db import session_scope
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
+BORDEREAUX_PER_FILE = 5  # three files: the batch of fifteen bordereaux signed in one action
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -89,7 +90,7 @@ def test_official_approves_several_pes_in_one_action_and_follows_them(platform, 
     shas = []
     for i in range(3):
         pes = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
-                           codbud=coll.helios.codbud, nomfic=f"PES_UI_{stamp}_{i}", n_bordereaux=3,
+                           codbud=coll.helios.codbud, nomfic=f"PES_UI_{stamp}_{i}", n_bordereaux=BORDEREAUX_PER_FILE,
                            pieces_per_bordereau=2, seed=100 + i)
         shas.append(_drop(platform, coll.slug, "helios", f"pes-ui-{stamp}-{i}.xml", pes))
     ids = _wait_dossiers(platform, shas, "au_parapheur", timeout=300)
@@ -122,7 +123,7 @@ def _approve_in_parapheur_and_follow(platform, browser, ours: set[str], *, nomfi
     preview = page.frame_locator("iframe[name=apercu]")
     page.locator(f"tr[data-dossier='{sorted(ours)[0]}'] a:has-text('Aperçu')").click()
     preview.locator("text=Bordereaux").first.wait_for(timeout=20_000)
-    assert "3 · 6 pièce(s)" in preview.locator("dl.meta").inner_text()
+    assert "5 · 10 pièce(s)" in preview.locator("dl.meta").inner_text()  # 15 bordereaux in all
     page.screenshot(path=str(ARTIFACTS / "parapheur.png"), full_page=True)
 
     # rejecting without a reason is refused before anything is sent
@@ -150,7 +151,7 @@ def _approve_in_parapheur_and_follow(platform, browser, ours: set[str], *, nomfi
                 pytest.fail(f"{dossier_id} did not reach the transmission; journal:\n{journal}")
             time.sleep(3)
             page.reload()
-        assert "Approuvé au parapheur par maire.saintsever" in journal
+        assert "Signature accordée par maire.saintsever (étape 1/1)" in journal
         assert "Signé électroniquement" in journal
         links = page.inner_text("#artefacts")
         assert "Document original" in links and "Document signé" in links
@@ -161,6 +162,17 @@ def _approve_in_parapheur_and_follow(platform, browser, ours: set[str], *, nomfi
             href = page.get_attribute("#artefacts a", "href")
             r = page.request.get(f"{platform.base_url}{href}")
             assert r.status == 200 and r.body()[:5] == b"<?xml"
+
+    # one action signed every bordereau of the three files: one XAdES per bordereau
+    from lxml import etree
+
+    from flows.dossier.store import ArtefactStore
+
+    store = ArtefactStore(str(platform.state / "store"))
+    with session_scope(platform.database_url) as s:
+        signed = [store.get(service.artefact(service.get(s, i), "signed").sha256) for i in ours]
+    ds = "{http://www.w3.org/2000/09/xmldsig#}Signature"
+    assert sum(len(etree.fromstring(x).findall(f".//{ds}")) for x in signed) == 3 * BORDEREAUX_PER_FILE
 
     page.goto(f"{platform.base_url}/demat/dossiers?nomfic={nomfic_prefix}")
     assert page.locator("#dossiers tbody tr").count() == 3

@@ -30,7 +30,7 @@ def _drop(platform, coll: str, flow: str, name: str, data: bytes) -> str:
 
 
 def _signers(platform, config):
-    users = sorted({u for c in config.collectivites for o in c.officials for u in o.users})
+    users = sorted(config.parapheur_users())
     return [AirflowClient(platform.base_url, u, platform.secrets["passwords"][u]) for u in users]
 
 
@@ -86,7 +86,7 @@ def test_acte_and_pes_end_archived_and_invalid_refused(platform):
         kinds_pes = {a.kind for a in d_pes.artefacts}
         assert {"original", "signed", "transmission", "acquit", "seda_package", "sae_reply"} <= kinds_pes
         kinds_acte = {a.kind for a in d_acte.artefacts}
-        assert {"original", "transmission", "prefecture_ARActe", "seda_package", "sae_reply"} <= kinds_acte
+        assert {"original", "signature", "transmission", "prefecture_ARActe", "seda_package", "sae_reply"} <= kinds_acte
         assert d_acte.idacte and d_acte.idacte.startswith("040-214002933-")
         approvals = [e for e in d_pes.journal if e.event == "approbation"]
         assert approvals and approvals[0].actor == "maire.saintsever"
@@ -124,6 +124,46 @@ def test_parapheur_rejection_stops_the_dossier_with_who_and_why(platform):
         assert d.state == "rejete_parapheur"
         assert "Montant du mandat 12 erroné" in d.reason and "president.chalosse" in d.reason
         assert "transmission" not in {a.kind for a in d.artefacts}
+
+
+def test_contrat_goes_through_two_visas_then_the_signature(platform):
+    """The CC's contrats: DGS visa, finance visa, then the president signs; unused steps never run."""
+    import requests
+
+    from flows.actes.generate import generate_acte_zip
+    from flows.pipeline.ingest import run_id_for
+
+    config = load_config(platform.state / "config.yaml")
+    coll = config.collectivite("cc-chalosse-tursan")
+    stamp = datetime.now(UTC).strftime("%H%M%S")
+    contrat = generate_acte_zip(collectivite=coll, numero=f"CTR{stamp}", nature="CC", matiere="1.1",
+                                objet="Convention de mise à disposition de personnel")
+    deliberation = generate_acte_zip(collectivite=coll, numero=f"DEL{stamp}", nature="DE", matiere="5.2")
+    sha = _drop(platform, coll.slug, "actes", f"contrat-{stamp}.zip", contrat)
+    sha_de = _drop(platform, coll.slug, "actes", f"deliberation-{stamp}.zip", deliberation)
+    ids = _wait_final(platform, [sha, sha_de], config, timeout=600)
+    with session_scope(platform.database_url) as session:
+        d = service.get(session, ids[sha])
+        assert d.state == "archive", d.reason
+        approvals = [(e.actor, e.details.get("step"), e.details.get("kind")) for e in d.journal if e.event == "approbation"]
+        assert approvals == [("dgs.chalosse", 1, "VISA"), ("finances.chalosse", 2, "VISA"),
+                             ("president.chalosse", 3, "SIGNATURE")]
+        assert service.get(session, ids[sha_de]).state == "archive"
+    token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
+        "username": "admin", "password": platform.secrets["passwords"]["admin"]}).json()["access_token"]
+
+    def task_states(dossier_id: str) -> dict[str, str]:
+        r = requests.get(f"{platform.base_url}/api/v2/dags/demat_acte/dagRuns/{run_id_for(dossier_id)}/taskInstances",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        r.raise_for_status()
+        return {t["task_id"]: t["state"] for t in r.json()["task_instances"]}
+
+    assert task_states(ids[sha]) == {
+        "validate": "success", "parapheur_1": "success", "parapheur_2": "success", "parapheur_3": "success",
+        "parapheur_4": "skipped", "parapheur_5": "skipped", "sign_and_transmit": "success"}
+    assert task_states(ids[sha_de]) == {
+        "validate": "success", "parapheur_1": "success", "parapheur_2": "skipped", "parapheur_3": "skipped",
+        "parapheur_4": "skipped", "parapheur_5": "skipped", "sign_and_transmit": "success"}
 
 
 def test_forty_dossiers_at_once_and_no_component_dies(platform):

@@ -119,10 +119,10 @@ def _poll(sims: Simulators) -> None:
 
 def _approve(settings: Settings, dossier_id: str) -> None:
     req = steps.parapheur_request(settings, dossier_id)
-    assert req.proceed
+    assert req.action == "ask" and req.last
     decision = {"chosen_options": [steps.APPROVE], "responded_by_user": {"id": "maire.saintsever", "name": "Claire Dupré"}}
-    assert steps.record_decision(settings, dossier_id, decision).proceed
-    assert steps.sign(settings, dossier_id, actor="Claire Dupré").state == "signe"
+    assert steps.record_decision(settings, dossier_id, decision).action == "approved"
+    assert steps.sign(settings, dossier_id).state == "signe"
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -1,0 +1,195 @@
+"""Parapheur circuits in the domain: visas then a signature, rejection, expiry, automatic circuits.
+
+Each step is driven as the dossier DAG drives it (parapheur_request -> answer -> record_decision,
+then sign), on a real PostgreSQL, with the demo configuration: the CC Chalosse Tursan's contrats
+go through two visas (DGS, finances) then the president's signature; Saint-Sever's actes are
+signed by the mayor with a detached XAdES that travels as the 99_SE file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import ConfigError, load_config
+from flows.dossier import service
+from flows.dossier.db import session_scope
+from flows.dossier.journal import verify_chain
+from flows.dossier.store import ArtefactStore
+from flows.pipeline import steps
+from flows.settings import REPO, Settings
+
+DEMO = REPO / "flows" / "config" / "demo.yaml"
+
+
+@pytest.fixture
+def settings(tmp_path, demat_db, monkeypatch) -> Settings:
+    from flows.signature.pki import create_demo_pki
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("DEMAT_STATE", str(state))
+    s = Settings(state_dir=state, config_path=DEMO, database_url=demat_db, store_root=str(state / "store"),
+                 inbox_root=state / "inbox", pki_dir=state / "pki", reference_dir=tmp_path / "reference")
+    officials = [(o.certificate, o.name, o.role) for c in s.config.collectivites for o in c.officials]
+    create_demo_pki(s.pki_dir, officials, ca_key_size=2048)
+    return s
+
+
+def _dossier(settings: Settings, coll_slug: str, nature: str, numero: str, matiere: str = "1.1") -> str:
+    from flows.actes.generate import generate_acte_zip
+
+    coll = settings.config.collectivite(coll_slug)
+    data = generate_acte_zip(collectivite=coll, numero=numero, nature=nature, matiere=matiere,
+                             objet=f"Acte {numero} soumis au circuit")
+    sha = ArtefactStore(settings.store_root).put(data)
+    with session_scope(settings.database_url) as s:
+        d = service.create(s, collectivite=coll.slug, flow="actes", original_name=f"{numero}.zip", sha256=sha,
+                           size=len(data))
+        dossier_id = d.id
+    assert steps.validate(settings, dossier_id).state == "valide"
+    return dossier_id
+
+
+def _answer(option: str, user: str, name: str, motif: str = "") -> dict:
+    return {"chosen_options": [option], "params_input": {"motif": motif}, "responded_by_user": {"id": user, "name": name}}
+
+
+def _journal(settings: Settings, dossier_id: str) -> list:
+    with session_scope(settings.database_url) as s:
+        d = service.get(s, dossier_id)
+        return [(e.event, e.actor, e.message, e.details) for e in d.journal]
+
+
+def test_two_visas_then_the_signature(settings):
+    dossier_id = _dossier(settings, "cc-chalosse-tursan", "CC", "CTR2026_01")
+    expected = [(1, "VISA", "dgs.chalosse", "Marc DGS"), (2, "VISA", "finances.chalosse", "Anne Finances"),
+                (3, "SIGNATURE", "president.chalosse", "Jean Labadie")]
+    for step, kind, user, name in expected:
+        req = steps.parapheur_request(settings, dossier_id, step=step, operators=["operateur"])
+        assert req.action == "ask" and req.step_kind == kind and req.steps == 3
+        assert [u["id"] for u in req.assigned_users] == [user, "operateur"]  # the step's respondent, then operators
+        assert f"({step}/3)" in req.subject
+        assert not steps.sign(settings, dossier_id).proceed  # never signed before the circuit's end
+        outcome = steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, user, name), step=step)
+        assert outcome.action == "approved" and outcome.last == (step == 3)
+    assert steps.sign(settings, dossier_id).state == "signe"
+    entries = _journal(settings, dossier_id)
+    approvals = [(a, m) for e, a, m, _ in entries if e == "approbation"]
+    assert approvals == [("Marc DGS", "Visa accordé par Marc DGS (étape 1/3)."),
+                         ("Anne Finances", "Visa accordé par Anne Finances (étape 2/3)."),
+                         ("Jean Labadie", "Signature accordée par Jean Labadie (étape 3/3).")]
+    waits = [m for e, _, m, _ in entries if e in ("au_parapheur", "parapheur_etape")]
+    assert waits[0].startswith("Soumis au parapheur. Étape 1/3 du parapheur (visa) : en attente de dgs.chalosse")
+    assert "Étape 3/3 du parapheur (signature) : en attente de Jean Labadie (Président)" in waits[2]
+    signed = [(a, m) for e, a, m, _ in entries if e == "signe"]
+    assert signed and signed[0][0] == "Jean Labadie"  # the signer, not the last visa
+    with session_scope(settings.database_url) as s:
+        assert verify_chain(s).ok
+
+
+def test_a_retry_asks_once_and_records_once(settings):
+    dossier_id = _dossier(settings, "cc-chalosse-tursan", "CC", "CTR2026_02")
+    for _ in range(2):  # the task is retried after a crash: same step asked again
+        assert steps.parapheur_request(settings, dossier_id, step=1).action == "ask"
+    answer = _answer(steps.APPROVE, "dgs.chalosse", "Marc DGS")
+    assert steps.record_decision(settings, dossier_id, answer, step=1).action == "approved"
+    assert steps.record_decision(settings, dossier_id, answer, step=1).action == "approved"
+    # after the decision a retried step 1 does not ask again: it moves on
+    assert steps.parapheur_request(settings, dossier_id, step=1).action == "approved"
+    events = [e for e, *_ in _journal(settings, dossier_id)]
+    assert events.count("approbation") == 1 and events.count("au_parapheur") == 1
+
+
+def test_rejection_at_the_second_visa_stops_the_dossier_with_who_and_why(settings):
+    dossier_id = _dossier(settings, "cc-chalosse-tursan", "CC", "CTR2026_03")
+    steps.parapheur_request(settings, dossier_id, step=1)
+    steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, "dgs.chalosse", "Marc DGS"), step=1)
+    steps.parapheur_request(settings, dossier_id, step=2)
+    out = steps.record_decision(settings, dossier_id, _answer(steps.REJECT, "finances.chalosse", "Anne Finances",
+                                                              "Crédits insuffisants au chapitre 011"), step=2)
+    assert out.action == "stop"
+    assert steps.parapheur_request(settings, dossier_id, step=3).action == "stop"
+    assert not steps.sign(settings, dossier_id).proceed
+    with session_scope(settings.database_url) as s:
+        d = service.get(s, dossier_id)
+        assert d.state == "rejete_parapheur"
+        assert d.reason == ("Rejeté au parapheur par Anne Finances à l'étape 2/3 (visa) : "
+                            "Crédits insuffisants au chapitre 011.")
+
+
+def test_a_step_past_its_deadline_ends_in_the_named_error_state(settings):
+    dossier_id = _dossier(settings, "cc-chalosse-tursan", "CC", "CTR2026_04")
+    steps.parapheur_request(settings, dossier_id, step=1)
+    steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, "dgs.chalosse", "Marc DGS"), step=1)
+    req = steps.parapheur_request(settings, dossier_id, step=2)
+    assert req.deadline_days == 10  # from the circuit, not the 30-day default
+    assert steps.parapheur_expired(settings, dossier_id, deadline_days=10, step=2).state == "parapheur_expire"
+    with session_scope(settings.database_url) as s:
+        d = service.get(s, dossier_id)
+        assert d.state == "parapheur_expire"
+        assert "étape 2" in d.reason and "10 jour(s)" in d.reason
+
+
+def test_other_document_types_keep_the_single_signature(settings):
+    dossier_id = _dossier(settings, "cc-chalosse-tursan", "DE", "DEL2026_05", matiere="5.2")
+    req = steps.parapheur_request(settings, dossier_id, step=1)
+    assert req.action == "ask" and req.step_kind == "SIGNATURE" and req.last
+
+
+def test_acte_signed_with_a_detached_xades_sent_as_99_se(settings):
+    from flows.signature.detached import verify_detached
+    dossier_id = _dossier(settings, "saint-sever", "DE", "DEL2026_06", matiere="5.2")
+    steps.parapheur_request(settings, dossier_id, step=1)
+    steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, "maire.saintsever", "Claire Dupré"), step=1)
+    assert steps.sign(settings, dossier_id).state == "signe"
+    store = ArtefactStore(settings.store_root)
+    with session_scope(settings.database_url) as s:
+        d = service.get(s, dossier_id)
+        sig = store.get(service.artefact(d, "signature").sha256)
+        signed_msg = next(e.message for e in d.journal if e.event == "signe")
+    _, pdf = steps._acte_document(store, d, settings)
+    result = verify_detached(pdf, sig, [settings.pki_dir / "ca.pem"], strict=True)
+    assert result.ok, [f.message for f in result.findings]
+    assert "Claire Dupré, Maire" in signed_msg and "99_SE" in signed_msg
+    name, sha = steps.prepare_transmission(settings, dossier_id)
+    with tarfile.open(fileobj=io.BytesIO(store.get(sha)), mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    se = [n for n in members if n.startswith("99_SE-")]
+    assert len(se) == 1 and members[se[0]] == sig
+    message = next(v for n, v in members.items() if n.endswith("-1-1_0.xml"))
+    assert se[0].encode() in message  # listed as an annexe of the acte message
+
+
+def test_automatic_circuit_signs_without_anyone(settings, tmp_path):
+    data = yaml.safe_load(DEMO.read_text())
+    data["collectivites"][1]["circuits"]["contrat"] = [{"kind": "AUTO"}]
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    auto = dataclasses.replace(settings, config_path=path)
+    dossier_id = _dossier(auto, "cc-chalosse-tursan", "CC", "CTR2026_07")
+    req = steps.parapheur_request(auto, dossier_id, step=1)
+    assert req.action == "approved" and req.last  # the DAG branches straight to the signature
+    assert steps.sign(auto, dossier_id).state == "signe"
+    assert [e for e, *_ in _journal(auto, dossier_id)] == ["reception", "valide", "signe"]
+
+
+@pytest.mark.parametrize("circuit, message", [
+    ([{"kind": "VISA", "users": [f"u{i}"]} for i in range(6)], "6 étapes de visa ou de signature, au plus 5"),
+    ([{"kind": "SIGNATURE", "official": "president"}] * 2, "une seule étape SIGNATURE par circuit"),
+    ([{"kind": "VISA"}], "une étape VISA doit nommer au moins un utilisateur"),
+    ([{"kind": "SIGNATURE", "official": "inconnu"}], "l'élu « inconnu » n'est pas déclaré"),
+    ([{"kind": "VISA", "users": ["x"], "deadline_days": 0}], "deadline_days"),
+])
+def test_bad_circuits_are_refused_on_load_with_the_field_named(tmp_path, circuit, message):
+    data = yaml.safe_load(DEMO.read_text())
+    data["collectivites"][1]["circuits"]["contrat"] = circuit
+    path = Path(tmp_path / "bad.yaml")
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert message in str(exc.value) and "collectivites > 1" in str(exc.value)
