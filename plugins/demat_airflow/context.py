@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from flows.settings import Settings
@@ -42,3 +43,24 @@ def remote_dirs(counterpart: str) -> tuple[str, str]:
     conn = BaseHook.get_connection(COUNTERPART_CONNECTIONS[counterpart])
     extra = conn.extra_dejson or {}
     return extra.get("upload_dir", "depot"), extra.get("reply_dir", "retour")
+
+
+def start_run(dag_id: str, run_id: str, conf: dict) -> bool:
+    """Create a DAG run from inside a task, through the task's own Execution API channel.
+
+    This is what TriggerDagRunOperator does under the hood, without one task process per run:
+    the ingest sweep starts every new dossier's run itself. True if created, False if the run
+    already exists (a retried sweep), any other refusal raises.
+    """
+    from airflow.sdk.exceptions import ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse, TriggerDagRun
+    from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+    now = datetime.now(UTC)  # as TriggerDagRunOperator: logical date and run-after are "now"
+    answer = SUPERVISOR_COMMS.send(TriggerDagRun(dag_id=dag_id, run_id=run_id, conf=conf, logical_date=now,
+                                                 run_after=now))
+    if isinstance(answer, ErrorResponse):
+        if answer.error == ErrorType.DAGRUN_ALREADY_EXISTS:
+            return False
+        raise RuntimeError(f"Airflow a refusé de créer le run {run_id} de {dag_id} : {answer.error} {answer.detail}")
+    return True

@@ -9,7 +9,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import (
     DAG,
     Asset,
@@ -54,24 +53,24 @@ def build_ingest_dag() -> DAG:
     ) as dag:
 
         @task(**TRANSIENT_RETRIES)
-        def sweep() -> list[dict]:
-            from demat_airflow.context import settings
+        def sweep() -> dict[str, list[str]]:
+            """Record a dossier per claimed file and start its run (idempotent: a retry finds both)."""
+            from demat_airflow.context import settings, start_run
             from flows.pipeline.ingest import sweep as sweep_inbox
 
-            return [
-                {"trigger_dag_id": s.dag_id, "trigger_run_id": s.run_id, "conf": {"dossier_id": s.dossier_id}}
-                for s in sweep_inbox(settings())
-            ]
+            out: dict[str, list[str]] = {"started": [], "already_running": []}
+            for s in sweep_inbox(settings()):
+                created = start_run(s.dag_id, s.run_id, {"dossier_id": s.dossier_id})
+                out["started" if created else "already_running"].append(s.run_id)
+            return out
 
-        TriggerDagRunOperator.partial(
-            task_id="start_dossier", skip_when_already_exists=True, wait_for_completion=False,
-            map_index_template="{{ task.trigger_run_id }}", **TRANSIENT_RETRIES,
-        ).expand_kwargs(sweep())
+        sweep()
     return dag
 
 
 def build_dossier_dag(flow: str) -> DAG:
-    from demat_airflow.operators import ParapheurOperator
+    from demat_airflow.operators import SIGN_TASK, ParapheurOperator, step_task_id
+    from flows.config.models import MAX_CIRCUIT_STEPS
 
     dag_id = {"actes": "demat_acte", "helios": "demat_pes"}[flow]
     title = {"actes": "Acte vers le contrôle de légalité", "helios": "Flux PES V2 vers Hélios"}[flow]
@@ -97,27 +96,29 @@ def build_dossier_dag(flow: str) -> DAG:
                 raise AirflowSkipException(f"Dossier {outcome.dossier_id} : {outcome.state}")
             return outcome.state
 
-        parapheur = ParapheurOperator(task_id="parapheur", retries=2, retry_delay=timedelta(seconds=5))
+        parapheur = [ParapheurOperator(task_id=step_task_id(i), step=i, retries=2, retry_delay=timedelta(seconds=5))
+                     for i in range(1, MAX_CIRCUIT_STEPS + 1)]
 
-        @task(**TRANSIENT_RETRIES)
-        def sign_and_transmit(params=None, ti=None) -> str:
+        @task(task_id=SIGN_TASK, trigger_rule="none_failed_min_one_success", **TRANSIENT_RETRIES)
+        def sign_and_transmit(params=None) -> str:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from demat_airflow.context import endpoint, remote_dirs, settings
             from flows.pipeline import steps
 
             dossier_id = params["dossier_id"]
-            decision = ti.xcom_pull(task_ids="parapheur") or {}
-            outcome = steps.record_decision(settings(), dossier_id, decision)
+            outcome = steps.sign(settings(), dossier_id)
             if not outcome.proceed:
-                raise AirflowSkipException(f"Dossier {dossier_id} : {outcome.state}")
-            responder = (decision.get("responded_by_user") or {}).get("name", "inconnu")
-            steps.sign(settings(), dossier_id, actor=responder)
+                raise AirflowSkipException(f"Dossier {dossier_id} : {outcome.state} {outcome.message}".strip())
             counterpart = "prefecture" if flow == "actes" else "dgfip"
             upload_dir, _ = remote_dirs(counterpart)
             return steps.transmit(settings(), dossier_id, endpoint, upload_dir).state
 
-        chain(validate(), parapheur, sign_and_transmit())
+        # each step may branch straight to the signature, so the signature follows every step
+        sign = sign_and_transmit()
+        chain(validate(), *parapheur)
+        for step in parapheur:
+            step >> sign
     return dag
 
 
