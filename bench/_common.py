@@ -1,6 +1,6 @@
 """Helpers shared by the platform and floor benchmarks (not a benchmark itself: no `bench_` prefix).
 
-- the FIGURE line format the runner collects;
+- the FIGURE line format the runner collects, and the median timing of a call;
 - the benchmark documents: unique actes and PES for the demo collectivités;
 - the SFTP simulators started in a temporary state (loopback only), as the platform does;
 - process-tree CPU and memory accounting with psutil.
@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -24,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from embedded.demo import InboxFile  # noqa: E402
+
 DEMO_CONFIG = ROOT / "flows" / "config" / "demo.yaml"
+T = TypeVar("T")
 
 
 def loadavg() -> str:
@@ -45,18 +50,20 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def timed(fn: Callable[[], T], runs: int) -> tuple[float, T]:
+    """Median wall time of `runs` calls (the median resists a noisy neighbour), and the last result."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
 # --------------------------------------------------------------------------------------------- documents
 @dataclass
-class Doc:
-    collectivite: str  # slug
-    flow: str  # actes | helios
-    name: str
-    data: bytes
+class Doc(InboxFile):
     key: str  # numero (acte) or nomfic (PES)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 def make_docs(n: int, stamp: str, *, mix: str = "mixed", config_path: Path = DEMO_CONFIG,
@@ -89,17 +96,6 @@ def make_docs(n: int, stamp: str, *, mix: str = "mixed", config_path: Path = DEM
                                 seed=1000 + i)
             docs.append(Doc(coll.slug, "helios", f"{nomfic}.xml", data, nomfic))
     return docs
-
-
-def drop(inbox: Path, doc: Doc) -> float:
-    """Write beside, then os.replace into the inbox (atomic appearance). Returns the wall time of the replace."""
-    folder = inbox / doc.collectivite / doc.flow
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{doc.name}.part"
-    tmp.write_bytes(doc.data)
-    t = time.time()
-    os.replace(tmp, folder / doc.name)
-    return t
 
 
 # --------------------------------------------------------------------------------------------- simulators

@@ -46,7 +46,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Doc, TreeMeter, cpu_delta, drop, figure, loadavg, log, make_docs  # noqa: E402
+from _common import ROOT, Doc, TreeMeter, cpu_delta, figure, loadavg, log, make_docs  # noqa: E402
+
+from embedded.demo import stop_launcher  # noqa: E402
 
 FINAL = {"archive", "refuse_validation", "rejete_parapheur", "parapheur_expire", "refuse_etat", "refuse_sae",
          "annule", "erreur"}
@@ -123,26 +125,13 @@ class Platform:
                 time.sleep(1)
             return Platform(state, port, proc)
         except BaseException:  # a time-out or a signal while starting: stop what we started
-            Platform.stop_proc(proc)
+            stop_launcher(proc, grace=120)
             raise
-
-    @staticmethod
-    def stop_proc(proc: subprocess.Popen | None) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(120)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
     def stop(self) -> None:
         self.demat_db.dispose()
         self.airflow_db.dispose()
-        Platform.stop_proc(self.proc)
+        stop_launcher(self.proc, grace=120)
 
     # -- reads -----------------------------------------------------------------------------------
     def dossiers(self, shas: list[str]) -> dict[str, dict]:
@@ -320,7 +309,7 @@ def phase_reaction(platform, docs: list[Doc], spacing: float, timeout: float) ->
     load0 = loadavg()
     for i, d in enumerate(docs):
         target = time.monotonic() + spacing
-        dropped.append((d, drop(inbox, d)))
+        dropped.append((d, d.drop(inbox)))
         if i < len(docs) - 1:
             time.sleep(max(0.0, target - time.monotonic()))
     info = wait_tracked(platform, dropped, "recu", timeout, "reaction")
@@ -385,7 +374,7 @@ def phase_e2e(platform, docs: list[Doc], spacing: float, timeout: float) -> dict
     dropped = []
     load0 = loadavg()
     for d in docs:
-        dropped.append((d, drop(inbox, d)))
+        dropped.append((d, d.drop(inbox)))
         time.sleep(spacing)
     info = wait_tracked(platform, dropped, "archive", timeout, "e2e")
     res: dict[str, dict] = {}
@@ -413,7 +402,7 @@ def phase_batch(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> 
     since = datetime.now(UTC)
     load0 = loadavg()
     c0 = sampler.now()
-    dropped = [(d, drop(inbox, d)) for d in docs]
+    dropped = [(d, d.drop(inbox)) for d in docs]
     t0 = dropped[0][1]
     info = wait_tracked(platform, dropped, "archive", timeout, "batch")
     c1 = sampler.now()

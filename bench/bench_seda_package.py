@@ -22,12 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import timed  # noqa: E402
 
 from flows.archive.check import check_package  # noqa: E402
 from flows.archive.seda import ArchiveFile, ArchiveRequest, build_package_to  # noqa: E402
@@ -88,15 +89,6 @@ def request_for(directory: Path, files: list[tuple[str, str]]) -> ArchiveRequest
         files=[ArchiveFile(name, directory / name, role=role) for name, role in files],  # type: ignore[arg-type]
         transfer_date=datetime(2024, 1, 8, tzinfo=UTC),
     )
-
-
-def timed(fn, runs: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def cpu_seconds() -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import timed  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from flows.signature.certs import load_signer  # noqa: E402
@@ -67,15 +67,6 @@ def to_template(signed: bytes) -> bytes:
     t = re.sub(rb"<ds:DigestValue>[^<]*</ds:DigestValue>", b"<ds:DigestValue></ds:DigestValue>", signed)
     t = re.sub(rb"(<ds:SignatureValue[^>]*>)[^<]*(</ds:SignatureValue>)", rb"\1\2", t)
     return re.sub(rb"<ds:X509Certificate>[^<]*</ds:X509Certificate>", b"<ds:X509Certificate/>", t)
-
-
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def main() -> int:

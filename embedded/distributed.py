@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -83,22 +82,8 @@ class DebianPostgres(EmbeddedPostgres):
         return subprocess.run([str(self.bin_dir / exe), *args], check=check, capture_output=True, text=True,
                               user=self.user, env=env, timeout=timeout, cwd="/")
 
-    def _prepare_user(self) -> None:
-        if self.user is None:
-            return
-        try:
-            pwd.getpwnam(self.user)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", self.user],
-                           check=True, capture_output=True)
-        p = self.root
-        while p != p.parent:  # the server's user must traverse to its folder
-            p.chmod(p.stat().st_mode | 0o011)
-            p = p.parent
-        entry = pwd.getpwnam(self.user)
-        for path in (self.root, self.data):
-            if path.exists():
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+    def _open_binaries(self) -> None:
+        """Debian's binaries are readable by every user already."""
 
     def stop(self) -> None:
         """Fast shutdown; immediate, then SIGKILL, for a server that does not go in time."""

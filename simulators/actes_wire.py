@@ -1,15 +1,9 @@
-"""The ministère's side of @ctes, written independently of flows.actes.
+"""What the préfecture reads from a collectivité: its own archive and envelope checks.
 
-Why independent: the préfecture simulator is the other end of the wire; writing its messages
-with our own code (from the schema and the reference samples) means the platform's parser is
-tested against a second implementation, not against itself. Reading uses flows.xmlsafe.
-
-Message codes follow the cahier des charges as used by S²LOW (1-2 ARActe, 1-3 AnomalieActe,
-2-1 CourrierSimple, 3-1 DemandePieceComplementaire, 3-5 ARPieceComplementaire, 4-1
-LettreObservations, 4-5 ARReponseRejetLettreObservations, 6-2 ARAnnulation, 7-2
-RetourClassification). Names: envelope EACT--SPREFdddA-SIREN-AAAAMMJJ-serial.xml (as in the
-reference sample), messages IDACTE-CODE_0.xml, documents IDACTE-CODE_1.pdf, archive
-<envelope stem>.tar.gz.
+Why its own: the simulator must refuse what the ministère refuses (flat member names, size
+limits, one EnveloppeCLMISILL announcing its forms) and tell the AnomalieEnveloppe natures apart,
+so it does not trust the platform's reader. Its answers are built by flows.actes.messages.
+Names: the collectivité's archive TDT-EACT--SIREN--AAAAMMJJ-serial.tar.gz (see flows.actes.naming).
 """
 
 from __future__ import annotations
@@ -19,42 +13,20 @@ import io
 import re
 import tarfile
 from dataclasses import dataclass, field
-from datetime import date
 
 from lxml import etree
 
 from flows import xmlsafe
-
-NS = "http://www.interieur.gouv.fr/ACTES#v1.1-20040216"
-NS_INSEE = "http://xml.insee.fr/schema"
-NSMAP = {"actes": NS, "insee": NS_INSEE}
-
-CODES = {
-    "Acte": "1-1", "ARActe": "1-2", "AnomalieActe": "1-3",
-    "AnomalieEnveloppe": "1-3",  # no code of its own in the lists we know: carried like an anomaly
-    "CourrierSimple": "2-1", "ReponseCourrierSimple": "2-2",
-    "DemandePieceComplementaire": "3-1", "ARDemandePieceComplementaire": "3-2",
-    "RefusPieceComplementaire": "3-3", "PieceComplementaire": "3-4", "ARPieceComplementaire": "3-5",
-    "LettreObservations": "4-1", "ARLettreObservations": "4-2", "RejetLettreObservations": "4-3",
-    "ReponseLettreObservations": "4-4", "ARReponseRejetLettreObservations": "4-5",
-    "DefereTA": "5-1", "Annulation": "6-1", "ARAnnulation": "6-2",
-    "DemandeClassification": "7-1", "RetourClassification": "7-2", "ReponseClassificationSansChangement": "7-3",
-}
+from flows.actes.model import NS_ACTES, NS_INSEE
+from flows.actes.xmlutil import attr, local, q
 
 MAX_MEMBERS = 200
 MAX_MEMBER_BYTES = 150 * 1024 * 1024
 MAX_TOTAL_BYTES = 160 * 1024 * 1024
 SAFE_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 ARCHIVE_SIREN = re.compile(r"EACT--(?P<siren>[0-9]{9})--")
-IDACTE_RE = re.compile(r"^[0-9]{2}[0-9AB]-[0-9]{9}-[0-9]{8}-[A-Za-z0-9_]{1,15}-[A-Z]{2}$")
 IDACTE_IN_NAME = re.compile(
     r"(?P<idacte>[0-9]{2}[0-9AB]-[0-9]{9}-[0-9]{8}-[A-Za-z0-9_]{1,15}-[A-Z]{2})-(?P<code>[0-9]-[0-9])"
-)
-
-# A one-page PDF, enough for a courrier attached to a simulated message.
-PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
-    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 )
 
 
@@ -96,34 +68,6 @@ def read_tar_gz(data: bytes) -> list[tuple[str, bytes]]:
     return members
 
 
-def write_tar_gz(members: list[tuple[str, bytes]], mtime: int = 0) -> bytes:
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = mtime
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def q(name: str) -> str:
-    return f"{{{NS}}}{name}"
-
-
-def local(el: etree._Element) -> str:
-    return etree.QName(el).localname
-
-
-def attr(el: etree._Element | None, name: str) -> str:
-    if el is None:
-        return ""
-    value = el.get(q(name))
-    return value if value is not None else (el.get(name) or "")
-
-
 @dataclass
 class Received:
     """An archive from the collectivité, read: envelope, its message and the other files."""
@@ -145,6 +89,7 @@ class Received:
 
 
 def read_received(archive_name: str, data: bytes) -> Received:
+    """Never raises: a fault stops the reading and lands in `problems` for an AnomalieEnveloppe."""
     r = Received(archive_name=archive_name)
     m = ARCHIVE_SIREN.search(archive_name)
     if m:
@@ -166,7 +111,7 @@ def read_received(archive_name: str, data: bytes) -> Received:
     except (etree.XMLSyntaxError, ValueError) as exc:
         r.problems.append(("001", f"Enveloppe illisible : {exc}"))
         return r
-    if local(env) != "EnveloppeCLMISILL" or etree.QName(env).namespace != NS:
+    if local(env) != "EnveloppeCLMISILL" or etree.QName(env).namespace != NS_ACTES:
         r.problems.append(("001", f"L'enveloppe n'est pas une EnveloppeCLMISILL @ctes v1.1 ({local(env)})."))
         return r
     r.envelope = env
@@ -197,150 +142,3 @@ def read_received(archive_name: str, data: bytes) -> Received:
     m = IDACTE_IN_NAME.search(r.message_name)
     r.idacte = attr(r.message, "IDActe") or (m.group("idacte") if m else "")
     return r
-
-
-# -- builders ---------------------------------------------------------------------------------
-
-
-def _root(kind: str, **attrs: str) -> etree._Element:
-    el = etree.Element(q(kind), nsmap=NSMAP)
-    for k, v in attrs.items():
-        el.set(q(k), v)
-    return el
-
-
-def _sub(parent: etree._Element, name: str, text: str | None = None, **attrs: str) -> etree._Element:
-    el = etree.SubElement(parent, q(name))
-    for k, v in attrs.items():
-        el.set(q(k), v)
-    if text is not None:
-        el.text = text
-    return el
-
-
-def to_bytes(el: etree._Element) -> bytes:
-    return etree.tostring(el, xml_declaration=True, encoding="ISO-8859-1", pretty_print=True)
-
-
-def _acte_recu(parent: etree._Element, acte: etree._Element | None) -> None:
-    """Copy the received DonneesActe (attributes and children) as ActeRecu."""
-    recu = _sub(parent, "ActeRecu")
-    if acte is None:
-        return
-    for k, v in acte.attrib.items():
-        if etree.QName(k).localname != "schemaLocation":
-            recu.set(k, v)
-    for child in acte:
-        if isinstance(child.tag, str):
-            recu.append(etree.fromstring(etree.tostring(child), xmlsafe.parser()))
-
-
-def build_aracte(idacte: str, received: date, acte: etree._Element | None, classification: date) -> bytes:
-    root = _root("ARActe", IDActe=idacte, DateReception=received.isoformat())
-    _acte_recu(root, acte)
-    _sub(root, "ClassificationDateVersionEnCours", classification.isoformat())
-    return to_bytes(root)
-
-
-def build_anomalie_acte(day: date, nature: str, detail: str, acte: etree._Element | None, classification: date) -> bytes:
-    root = _root("AnomalieActe")
-    _sub(root, "Date", day.isoformat())
-    _sub(root, "Nature", nature)
-    _sub(root, "Detail", detail)
-    _acte_recu(root, acte)
-    _sub(root, "ClassificationDateVersionEnCours", classification.isoformat())
-    return to_bytes(root)
-
-
-def build_anomalie_enveloppe(day: date, nature: str, detail: str, envelope: etree._Element | None) -> bytes:
-    root = _root("AnomalieEnveloppe")
-    _sub(root, "Date", day.isoformat())
-    _sub(root, "Nature", nature)
-    _sub(root, "Detail", detail)
-    recu = _sub(root, "EnveloppeRecue")
-    if envelope is not None:
-        for child in envelope:
-            if isinstance(child.tag, str):
-                recu.append(etree.fromstring(etree.tostring(child), xmlsafe.parser()))
-    return to_bytes(root)
-
-
-def build_ar_annulation(idacte: str, received: date) -> bytes:
-    return to_bytes(_root("ARAnnulation", IDActe=idacte, DateReception=received.isoformat()))
-
-
-def build_courrier(kind: str, idacte: str, day: date, document_name: str, text: str = "") -> bytes:
-    """CourrierSimple (2-1), DemandePieceComplementaire (3-1) or LettreObservations (4-1)."""
-    root = _root(kind, IDActe=idacte, DateCourrierPref=day.isoformat())
-    if kind == "DemandePieceComplementaire":
-        _sub(root, "DescriptionPieces", text or "Merci de transmettre la délibération signée et ses annexes.")
-    elif kind == "LettreObservations":
-        _sub(root, "Motif", text or "Observations sur la légalité de l'acte transmis.")
-    _sub(_sub(root, "Document"), "NomFichier", document_name)
-    return to_bytes(root)
-
-
-def build_ar_reponse(kind: str, idacte: str, date_courrier: date, received: date) -> bytes:
-    """ARPieceComplementaire (3-5) or ARReponseRejetLettreObservations (4-5)."""
-    root = _root(kind, DateReception=received.isoformat())
-    _sub(root, "InfosCourrierPref", IDActe=idacte, DateCourrierPref=date_courrier.isoformat())
-    return to_bytes(root)
-
-
-def build_retour_classification_minimal(day: date) -> bytes:
-    """A small RetourClassification: the six natures and the level-1 matières."""
-    natures = [("1", "Délibérations", "DE"), ("2", "Actes réglementaires", "AR"), ("3", "Actes individuels", "AI"),
-               ("4", "Contrats, conventions et avenants", "CC"), ("5", "Documents budgétaires et financiers", "BF"),
-               ("6", "Autres", "AU")]
-    matieres = ["Commande publique", "Urbanisme", "Domaine et patrimoine", "Fonction publique",
-                "Institutions et vie politique", "Libertés publiques et pouvoirs de police", "Finances locales",
-                "Domaines de compétences par thèmes", "Autres domaines de compétences"]
-    root = _root("RetourClassification")
-    _sub(root, "DateClassification", day.isoformat())
-    nat = _sub(root, "NaturesActes")
-    for code, label, abbr in natures:
-        n = _sub(nat, "NatureActe", CodeNatureActe=code, Libelle=label, TypeAbrege=abbr)
-        _sub(n, "TypePJNatureActe", CodeTypePJ=f"99_{'BU' if abbr == 'BF' else abbr}", Libelle=label)
-    mat = _sub(root, "Matieres")
-    for i, label in enumerate(matieres, 1):
-        m1 = _sub(mat, "Matiere1", CodeMatiere=str(i), Libelle=label)
-        _sub(m1, "Matiere2", CodeMatiere="1", Libelle=label)
-    return to_bytes(root)
-
-
-def build_envelope(departement: str, arrondissement: str, siren: str, formulaires: list[str]) -> bytes:
-    root = _root("EnveloppeMISILLCL")
-    emetteur = _sub(root, "Emetteur")
-    _sub(emetteur, "IDSousPref", Departement=departement or "000", Arrondissement=arrondissement or "0")
-    referent = _sub(emetteur, "Referent")
-    _sub(referent, "Nom", "Préfecture simulée demat")
-    _sub(referent, "Telephone", "0100000000")
-    _sub(referent, "Email", "controle-legalite@prefecture.example")
-    form = _sub(root, "FormulairesEnvoyes")
-    for name in formulaires:
-        _sub(_sub(form, "Formulaire"), "NomFichier", name)
-    dest = _sub(root, "Destinataire")
-    dest.set(f"{{{NS_INSEE}}}SIREN", siren or "000000000")
-    return to_bytes(root)
-
-
-def envelope_name(departement: str, arrondissement: str, siren: str, day: date, serial: int) -> str:
-    return f"EACT--SPREF{departement or '000'}{arrondissement or '0'}-{siren or '000000000'}-{day:%Y%m%d}-{serial}.xml"
-
-
-def response_archive(
-    departement: str, arrondissement: str, siren: str, day: date, serial: int,
-    message_name: str, message: bytes, documents: dict[str, bytes] | None = None,
-) -> tuple[str, bytes]:
-    """(archive name, tar.gz bytes) of one message from the ministère with its documents."""
-    env_name = envelope_name(departement, arrondissement, siren, day, serial)
-    env = build_envelope(departement, arrondissement, siren, [message_name])
-    members = [(env_name, env), (message_name, message), *(documents or {}).items()]
-    return env_name.removesuffix(".xml") + ".tar.gz", write_tar_gz(members)
-
-
-def message_name(idacte: str, kind: str, siren: str = "", departement: str = "") -> str:
-    code = CODES[kind]
-    if idacte:
-        return f"{idacte}-{code}_0.xml"
-    return f"{departement or '000'}-{siren or '000000000'}----{code}_0.xml"

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from flows.transport.base import is_visible, sha256_stream
+from flows.transport.local import fsync_dir
+
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 200 * 1024 * 1024
@@ -210,16 +213,7 @@ def write_atomic(folder: Path, name: str, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, folder / name)
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and not name.endswith(".part")
+    fsync_dir(folder)
 
 
 class Counterpart:
@@ -250,7 +244,7 @@ class Counterpart:
         """Process every new complete file, then deliver the replies that are due."""
         processed = 0
         for entry in sorted(os.scandir(self.depot), key=lambda e: e.name):
-            if not _visible(entry.name) or not entry.is_file(follow_symlinks=False):
+            if not is_visible(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             try:
                 if self._handle(Path(entry.path), now):
@@ -344,8 +338,5 @@ class Counterpart:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 16):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_stream(fh)

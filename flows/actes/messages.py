@@ -451,13 +451,16 @@ def build_anomalie_acte(idacte: str, nature: str, detail: str = "", *, acte_mess
     return PrefMessage("AnomalieActe", naming.message_name(idacte, "1-3"), X.to_bytes(root), idacte=idacte)
 
 
-def build_anomalie_enveloppe(envelope_xml: bytes, nature: str, detail: str = "", *, date: date | None = None,
+def build_anomalie_enveloppe(envelope_xml: bytes | None, nature: str, detail: str = "", *, date: date | None = None,
                              envelope_name: str = "") -> PrefMessage:
-    """AnomalieEnveloppe echoing the received EnveloppeCLMISILL; named ANO_<envelope name>."""
+    """AnomalieEnveloppe echoing the received EnveloppeCLMISILL; named ANO_<envelope name>.
+
+    `envelope_xml` None (archive or envelope unreadable) leaves EnveloppeRecue empty: there is
+    nothing to echo, and the collectivité still gets an answer."""
     if not re.fullmatch(r"[0-9]{3}", nature):
         raise ValueError(f"nature d'anomalie « {nature} » : trois chiffres attendus")
-    src = X.parse(envelope_xml)
-    if X.local(src) != "EnveloppeCLMISILL":
+    src = X.parse(envelope_xml) if envelope_xml is not None else None
+    if src is not None and X.local(src) != "EnveloppeCLMISILL":
         raise ValueError(f"le document fourni n'est pas une EnveloppeCLMISILL mais « {X.local(src)} »")
     root = X.root("AnomalieEnveloppe")
     X.sub(root, "Date", (date or paris_today()).isoformat())
@@ -465,7 +468,7 @@ def build_anomalie_enveloppe(envelope_xml: bytes, nature: str, detail: str = "",
     if detail:
         X.sub(root, "Detail", detail)
     recue = X.sub(root, "EnveloppeRecue")
-    for c in src:
+    for c in src if src is not None else ():
         if isinstance(c.tag, str):
             recue.append(copy.deepcopy(c))
     return PrefMessage("AnomalieEnveloppe", f"ANO_{envelope_name or 'EACT.xml'}", X.to_bytes(root))

@@ -135,26 +135,28 @@ def parse_reply(data: bytes, *, our_message_identifier: str | None = None) -> Sa
 
     comments = [" ".join((c.text or "").split()) for c in root.findall("s:Comment", ns) if (c.text or "").strip()]
     msg_id = find("s:MessageIdentifier") or ""
+
+    def swapped(answered: str | None) -> bool | None:
+        """Our identifier stands in the reply's own MessageIdentifier instead of the answered one."""
+        if not our_message_identifier:
+            return None
+        return answered != our_message_identifier and msg_id == our_message_identifier
+
+    common = {"version": version, "message_identifier": msg_id, "date": find("s:Date") or "", "comments": comments}
     if q.localname == "Acknowledgement":
         received = find("s:MessageReceivedIdentifier")
-        swapped = None
-        if our_message_identifier:
-            swapped = received != our_message_identifier and msg_id == our_message_identifier
         reason = "Accusé de réception : le service d'archives a reçu le transfert ; sa décision suivra."
         if comments:
             reason += " Commentaire : " + " ; ".join(comments)
         return SaeReply(
             kind="acknowledgement",
-            version=version,
-            message_identifier=msg_id,
-            date=find("s:Date") or "",
             message_received_identifier=received,
             accepted=False,
             reason_fr=reason,
-            comments=comments,
             sender=find("s:Sender/s:Identifier"),
             receiver=find("s:Receiver/s:Identifier"),
-            swapped=swapped,
+            swapped=swapped(received),
+            **common,
         )
     if q.localname != "ArchiveTransferReply":
         raise UnreadableFile(
@@ -173,12 +175,10 @@ def parse_reply(data: bytes, *, our_message_identifier: str | None = None) -> Sa
         }
         if item:
             events.append(item)
-    swapped = None
-    if our_message_identifier:
-        swapped = request_id != our_message_identifier and msg_id == our_message_identifier
+    request_swapped = swapped(request_id)
     archive_id = find("s:DataObjectPackage/s:DescriptiveMetadata/s:ArchiveUnit/s:Content/s:ArchivalAgencyArchiveUnitIdentifier")
     if archive_id is None and accepted:
-        archive_id = request_id if swapped else (msg_id or None)
+        archive_id = request_id if request_swapped else (msg_id or None)
     parts = [explain_code(code)]
     if comments:
         parts.append("Commentaire du service d'archives : " + " ; ".join(comments))
@@ -190,20 +190,17 @@ def parse_reply(data: bytes, *, our_message_identifier: str | None = None) -> Sa
             parts.append("Détail : " + detail)
     return SaeReply(
         kind="transfer_reply",
-        version=version,
-        message_identifier=msg_id,
-        date=find("s:Date") or "",
         message_request_identifier=request_id,
         reply_code=code,
         accepted=accepted,
         archive_id=archive_id,
         reason_fr=" ".join(parts),
-        comments=comments,
         events=events,
         grant_date=find("s:GrantDate"),
         archival_agency=find("s:ArchivalAgency/s:Identifier"),
         transferring_agency=find("s:TransferringAgency/s:Identifier"),
-        swapped=swapped,
+        swapped=request_swapped,
+        **common,
     )
 
 

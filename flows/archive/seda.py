@@ -519,6 +519,15 @@ class _Prepared:
     algo: str
     mtime: int
     objects: list[PackedObject]
+    version: str
+    digest_algorithm: str
+    fmt: str
+
+    def package(self, hw: _HashingWriter, *, data: bytes | None = None, path: Path | None = None) -> Package:
+        """The Package once written (in memory or at `path`), hashed as it went out."""
+        return Package(message_identifier=self.message_identifier, name=self.name, manifest=self.manifest,
+                       version=self.version, digest_algorithm=self.digest_algorithm, fmt=self.fmt,
+                       objects=self.objects, sha256=hw.sha.hexdigest(), size=hw.size, data=data, path=path)
 
 
 def _prepare(request: ArchiveRequest, version: str, digest_algorithm: str, fmt: str) -> _Prepared:
@@ -549,12 +558,13 @@ def _prepare(request: ArchiveRequest, version: str, digest_algorithm: str, fmt: 
         )
         for i, s in enumerate(scanned, 1)
     ]
-    return _Prepared(manifest, message_identifier, f"{message_identifier}.{fmt}", scanned, algo, _epoch(transfer_date), objects)
+    return _Prepared(manifest, message_identifier, f"{message_identifier}.{fmt}", scanned, algo, _epoch(transfer_date),
+                     objects, version, digest_algorithm, fmt)
 
 
-def _write(prep: _Prepared, out: IO[bytes], fmt: str) -> _HashingWriter:
+def _write(prep: _Prepared, out: IO[bytes]) -> _HashingWriter:
     hw = _HashingWriter(out)
-    if fmt == "zip":
+    if prep.fmt == "zip":
         _write_zip(hw, prep.manifest, prep.scanned, prep.algo, prep.mtime)
     else:
         _write_tar_gz(hw, prep.manifest, prep.scanned, prep.algo, prep.mtime)
@@ -567,19 +577,8 @@ def build_package(
     """Build the package in memory (dossiers of a few MB). For large dossiers use build_package_to."""
     prep = _prepare(request, version, digest_algorithm, fmt)
     buf = io.BytesIO()
-    hw = _write(prep, buf, fmt)
-    return Package(
-        message_identifier=prep.message_identifier,
-        name=prep.name,
-        manifest=prep.manifest,
-        version=version,
-        digest_algorithm=digest_algorithm,
-        fmt=fmt,
-        objects=prep.objects,
-        sha256=hw.sha.hexdigest(),
-        size=hw.size,
-        data=buf.getvalue(),
-    )
+    hw = _write(prep, buf)
+    return prep.package(hw, data=buf.getvalue())
 
 
 def build_package_to(
@@ -602,7 +601,7 @@ def build_package_to(
     fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            hw = _write(prep, out, fmt)
+            hw = _write(prep, out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
@@ -610,15 +609,4 @@ def build_package_to(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return Package(
-        message_identifier=prep.message_identifier,
-        name=prep.name,
-        manifest=prep.manifest,
-        version=version,
-        digest_algorithm=digest_algorithm,
-        fmt=fmt,
-        objects=prep.objects,
-        sha256=hw.sha.hexdigest(),
-        size=hw.size,
-        path=target,
-    )
+    return prep.package(hw, path=target)

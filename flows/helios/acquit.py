@@ -21,6 +21,7 @@ from lxml import etree
 from flows import xmlsafe
 from flows.findings import Finding, UnreadableFile
 from flows.helios import NS_ACQUIT, NS_RETOUR
+from flows.helios.reader import pes_v
 
 DOMAINES_ACK = {
     "0": "technique",
@@ -146,15 +147,8 @@ class Acquit:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _v(parent, path: str) -> str | None:
-    if parent is None:
-        return None
-    el = parent.find(path)
-    return None if el is None else el.get("V")
-
-
 def _errors(parent) -> list[AckError]:
-    return [AckError(_v(e, "NumAnoAck"), _v(e, "LibelleAnoAck")) for e in parent.iterfind("Erreur")]
+    return [AckError(pes_v(e, "NumAnoAck"), pes_v(e, "LibelleAnoAck")) for e in parent.iterfind("Erreur")]
 
 
 def _is_true(value: str | None) -> bool:
@@ -196,49 +190,55 @@ def summarize_acquit(a: Acquit) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_acquit(data: bytes) -> Acquit:
-    """Read a PES_ACQUIT (bytes as received)."""
+def _read_root(data: bytes, expected: str, what: str) -> etree._Element:
+    """Parse safely and check the root element; UnreadableFile with a French message otherwise."""
     try:
         root = xmlsafe.parse_bytes(data)
     except (etree.XMLSyntaxError, xmlsafe.UnsafeXML) as exc:
-        raise UnreadableFile(f"Acquit PES illisible : {exc}") from exc
-    if etree.QName(root).localname != "PES_ACQUIT":
-        raise UnreadableFile(f"Ce document n'est pas un PES_ACQUIT (racine {root.tag}).")
+        raise UnreadableFile(f"{what} illisible : {exc}") from exc
+    if etree.QName(root).localname != expected:
+        raise UnreadableFile(f"Ce document n'est pas un {expected} (racine {root.tag}).")
+    return root
+
+
+def parse_acquit(data: bytes) -> Acquit:
+    """Read a PES_ACQUIT (bytes as received)."""
+    root = _read_root(data, "PES_ACQUIT", "Acquit PES")
     entete = root.find("EnTetePES")
     params = root.find("Enveloppe/Parametres")
     elements = []
     for el in root.iterfind("ACQUIT/ElementACQUIT"):
-        dom = _v(el, "DomaineAck")
+        dom = pes_v(el, "DomaineAck")
         pieces = []
         for dp in el.iterfind("DetailPiece"):
             pieces.append(
                 AckPiece(
-                    numpiece=_v(dp, "NumPiece"),
+                    numpiece=pes_v(dp, "NumPiece"),
                     erreurs=_errors(dp),
-                    lignes=[AckLigne(_v(dl, "NumLigne"), _errors(dl)) for dl in dp.iterfind("DetailLigne")],
+                    lignes=[AckLigne(pes_v(dl, "NumLigne"), _errors(dl)) for dl in dp.iterfind("DetailLigne")],
                 )
             )
         elements.append(
             AckElement(
                 domaine=dom,
                 domaine_fr=DOMAINES_ACK.get(dom or "", f"inconnu ({dom})"),
-                accepted=_is_true(_v(el, "EtatAck")),
-                numbord=_v(el, "NumBord"),
-                exercice=_v(el, "ExerciceBord"),
-                idunique=_v(el, "IdUnique"),
-                idmarche=_v(el, "IdMarche"),
+                accepted=_is_true(pes_v(el, "EtatAck")),
+                numbord=pes_v(el, "NumBord"),
+                exercice=pes_v(el, "ExerciceBord"),
+                idunique=pes_v(el, "IdUnique"),
+                idmarche=pes_v(el, "IdMarche"),
                 erreurs=_errors(el),
                 pieces=pieces,
             )
         )
     a = Acquit(
-        nomfic=_v(params, "NomFic"),
-        typfic=_v(params, "TypFic"),
-        idcoll=_v(entete, "IdColl"),
-        idpost=_v(entete, "IdPost"),
-        codcol=_v(entete, "CodCol"),
-        codbud=_v(entete, "CodBud"),
-        dtestr=_v(entete, "DteStr"),
+        nomfic=pes_v(params, "NomFic"),
+        typfic=pes_v(params, "TypFic"),
+        idcoll=pes_v(entete, "IdColl"),
+        idpost=pes_v(entete, "IdPost"),
+        codcol=pes_v(entete, "CodCol"),
+        codbud=pes_v(entete, "CodBud"),
+        dtestr=pes_v(entete, "DteStr"),
         accepted=bool(elements) and all(e.accepted for e in elements),
         elements=elements,
     )
@@ -248,23 +248,18 @@ def parse_acquit(data: bytes) -> Acquit:
 
 def parse_retour(data: bytes) -> dict:
     """Read a PES_Retour (Hélios' feedback on mandats/titres): identifiers and a short French summary."""
-    try:
-        root = xmlsafe.parse_bytes(data)
-    except (etree.XMLSyntaxError, xmlsafe.UnsafeXML) as exc:
-        raise UnreadableFile(f"PES_Retour illisible : {exc}") from exc
-    if etree.QName(root).localname != "PES_Retour":
-        raise UnreadableFile(f"Ce document n'est pas un PES_Retour (racine {root.tag}).")
+    root = _read_root(data, "PES_Retour", "PES_Retour")
     params = root.find("Enveloppe/Parametres")
     entete = root.find("EnTetePES")
     out: dict = {
-        "nomfic": _v(params, "NomFic"),
-        "typfic": _v(params, "TypFic"),
-        "dtestr": _v(entete, "DteStr"),
-        "idpost": _v(entete, "IdPost"),
-        "libelle_poste": (_v(entete, "LibellePoste") or "").strip() or None,
-        "idcoll": _v(entete, "IdColl"),
-        "codcol": _v(entete, "CodColl") or _v(entete, "CodCol"),
-        "codbud": _v(entete, "CodBud"),
+        "nomfic": pes_v(params, "NomFic"),
+        "typfic": pes_v(params, "TypFic"),
+        "dtestr": pes_v(entete, "DteStr"),
+        "idpost": pes_v(entete, "IdPost"),
+        "libelle_poste": (pes_v(entete, "LibellePoste") or "").strip() or None,
+        "idcoll": pes_v(entete, "IdColl"),
+        "codcol": pes_v(entete, "CodColl") or pes_v(entete, "CodCol"),
+        "codbud": pes_v(entete, "CodBud"),
         "namespace_ok": etree.QName(root).namespace == NS_RETOUR,
         "domaines": [],
         "bordereaux": [],
@@ -285,22 +280,22 @@ def parse_retour(data: bytes) -> dict:
                 for lp in p.iterfind("LigneDePiece"):
                     il = lp.find("BlocLignePiece/InfoLignePiece")
                     lignes.append(
-                        {"idligne": _v(il, "IdLigne"), "etat": _v(il, "EtatLigPce"), "mtht": _v(il, "MtHT")}
+                        {"idligne": pes_v(il, "IdLigne"), "etat": pes_v(il, "EtatLigPce"), "mtht": pes_v(il, "MtHT")}
                     )
                 pieces.append(
                     {
-                        "idpce": _v(info, "IdPce"),
-                        "etat": _v(info, "EtatPce"),
-                        "objet": _v(info, "Obj"),
+                        "idpce": pes_v(info, "IdPce"),
+                        "etat": pes_v(info, "EtatPce"),
+                        "objet": pes_v(info, "Obj"),
                         "lignes": lignes,
                     }
                 )
             out["bordereaux"].append(
                 {
                     "domaine": domain,
-                    "exercice": _v(b, "BlocBordereau/Exer"),
-                    "idbord": _v(b, "BlocBordereau/IdBord"),
-                    "typbord": _v(b, "BlocBordereau/TypBord"),
+                    "exercice": pes_v(b, "BlocBordereau/Exer"),
+                    "idbord": pes_v(b, "BlocBordereau/IdBord"),
+                    "typbord": pes_v(b, "BlocBordereau/TypBord"),
                     "pieces": pieces,
                 }
             )
@@ -371,21 +366,21 @@ def _header_of(pes: bytes) -> tuple[dict[str, str | None], list[dict], list[str]
         root = None
     if root is not None:
         for name in ("TypFic", "NomFic"):
-            fields[name] = _v(root, f"Enveloppe/Parametres/{name}")
-        fields["Sigle"] = _v(root, "Enveloppe/Emetteur/Sigle")
+            fields[name] = pes_v(root, f"Enveloppe/Parametres/{name}")
+        fields["Sigle"] = pes_v(root, "Enveloppe/Emetteur/Sigle")
         for name in ("DteStr", "IdPost", "IdColl", "CodCol", "CodBud", "LibelleColBud"):
-            fields[name] = _v(root, f"EnTetePES/{name}")
+            fields[name] = pes_v(root, f"EnTetePES/{name}")
         for dom, code in (("PES_DepenseAller", "5"), ("PES_RecetteAller", "6")):
             for b in root.iterfind(f"{dom}/Bordereau"):
                 bordereaux.append(
                     {
                         "domaine": code,
-                        "idbord": _v(b, "BlocBordereau/IdBord"),
-                        "exer": _v(b, "BlocBordereau/Exer"),
+                        "idbord": pes_v(b, "BlocBordereau/IdBord"),
+                        "exer": pes_v(b, "BlocBordereau/Exer"),
                         "id": b.get("Id"),
                     }
                 )
-        pjs = [v for v in (_v(pj, "IdUnique") for pj in root.iterfind("PES_PJ/PJ")) if v]
+        pjs = [v for v in (pes_v(pj, "IdUnique") for pj in root.iterfind("PES_PJ/PJ")) if v]
         return fields, bordereaux, pjs
     # Unparsable: pick the header values with a regex (they sit in the first kilobytes).
     text = pes[:65536].decode("latin-1", errors="replace")

@@ -248,10 +248,10 @@ class _PesWriter:
         kind: str,
         defects: Iterable[str],
         seed: int,
-        tiers: list[TiersSpec] | None,
-        exer: int,
-        libelle: str,
-        with_pj: bool,
+        tiers: list[TiersSpec] | None = None,
+        exer: int = 2026,
+        libelle: str = "BUDGET PRINCIPAL",
+        with_pj: bool = True,
     ) -> None:
         self.defects = set(defects)
         unknown = self.defects - DEFECTS
@@ -489,10 +489,6 @@ class _PesWriter:
         return text.encode("iso-8859-1")
 
 
-def _writer(**kw) -> _PesWriter:
-    return _PesWriter(**kw)
-
-
 def generate_pes(
     *,
     siret: str,
@@ -515,22 +511,9 @@ def generate_pes(
     defects = set(defects)
     if "duplicate_idbord" in defects:
         n_bordereaux = max(n_bordereaux, 2)
-    w = _writer(
-        siret=siret,
-        idpost=idpost,
-        codcol=codcol,
-        codbud=codbud,
-        nomfic=nomfic,
-        pieces_per_bordereau=pieces_per_bordereau,
-        lines_per_piece=lines_per_piece,
-        kind=kind,
-        defects=defects,
-        seed=seed,
-        tiers=tiers,
-        exer=exer,
-        libelle=libelle,
-        with_pj=with_pj,
-    )
+    w = _PesWriter(siret=siret, idpost=idpost, codcol=codcol, codbud=codbud, nomfic=nomfic,
+                   pieces_per_bordereau=pieces_per_bordereau, lines_per_piece=lines_per_piece, kind=kind,
+                   defects=defects, seed=seed, tiers=tiers, exer=exer, libelle=libelle, with_pj=with_pj)
     parts = [w.header(), w.domain_open()]
     parts += [w.bordereau(i) for i in range(1, max(1, n_bordereaux) + 1)]
     parts += [w.domain_close(), w.footer()]
@@ -577,22 +560,9 @@ def generate_pes_file(
     max_pj: int = 10,
 ) -> int:
     """Stream a PES_Aller of about ``target_bytes`` to ``path``; return its size in bytes."""
-    w = _writer(
-        siret=siret,
-        idpost=idpost,
-        codcol=codcol,
-        codbud=codbud,
-        nomfic=nomfic,
-        pieces_per_bordereau=pieces_per_bordereau,
-        lines_per_piece=lines_per_piece,
-        kind=kind,
-        defects=set(defects),
-        seed=seed,
-        tiers=None,
-        exer=2026,
-        libelle="BUDGET PRINCIPAL",
-        with_pj=max_pj > 0,
-    )
+    w = _PesWriter(siret=siret, idpost=idpost, codcol=codcol, codbud=codbud, nomfic=nomfic,
+                   pieces_per_bordereau=pieces_per_bordereau, lines_per_piece=lines_per_piece, kind=kind,
+                   defects=defects, seed=seed, with_pj=max_pj > 0)
     size = 0
     with Path(path).open("wb") as fh:
         for data in _iter_big(w, target_bytes, max_pj):

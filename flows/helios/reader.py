@@ -181,7 +181,8 @@ class Bordereau:
 PesItem = Header | Domaine | BordereauHead | Piece | BordereauEnd | PJ | GlobalSignature
 
 
-def _v(parent: etree._Element | None, path: str) -> str | None:
+def pes_v(parent: etree._Element | None, path: str) -> str | None:
+    """The value of a PES leaf (`<Tag V="..."/>`) at `path` under `parent`; None when absent."""
     if parent is None:
         return None
     el = parent.find(path)
@@ -203,7 +204,7 @@ def _values(parent: etree._Element | None) -> dict[str, str | None]:
 def _pjrefs(parent: etree._Element | None) -> list[tuple[str | None, str | None]]:
     if parent is None:
         return []
-    return [(_v(ref, "Support"), _v(ref, "IdUnique")) for ref in parent.iterfind("PJRef")]
+    return [(pes_v(ref, "Support"), pes_v(ref, "IdUnique")) for ref in parent.iterfind("PJRef")]
 
 
 def _tiers(el: etree._Element) -> Tiers:
@@ -279,9 +280,9 @@ class PesStreamReader:
         tag = el.tag
         if tag == "Parametres":
             self._params = {
-                "version": _v(el, "Version"),
-                "typfic": _v(el, "TypFic"),
-                "nomfic": _v(el, "NomFic"),
+                "version": pes_v(el, "Version"),
+                "typfic": pes_v(el, "TypFic"),
+                "nomfic": pes_v(el, "NomFic"),
             }
             return
         if tag == "EnTetePES":
@@ -289,12 +290,12 @@ class PesStreamReader:
             yield Header(
                 root_tag=root.tag,
                 root_id=root.get("Id"),
-                dtestr=_v(el, "DteStr"),
-                idpost=_v(el, "IdPost"),
-                idcoll=_v(el, "IdColl"),
-                codcol=_v(el, "CodCol"),
-                codbud=_v(el, "CodBud"),
-                libellecolbud=_v(el, "LibelleColBud"),
+                dtestr=pes_v(el, "DteStr"),
+                idpost=pes_v(el, "IdPost"),
+                idcoll=pes_v(el, "IdColl"),
+                codcol=pes_v(el, "CodCol"),
+                codbud=pes_v(el, "CodBud"),
+                libellecolbud=pes_v(el, "LibelleColBud"),
                 line=el.sourceline,
                 **self._params,
             )
@@ -302,7 +303,7 @@ class PesStreamReader:
         if tag in ("EnTeteDepense", "EnTeteRecette"):
             parent = el.getparent()
             self.domain = DOMAINS.get(parent.tag if parent is not None else "", "depense")
-            yield Domaine(self.domain, _v(el, "IdVer"), _v(el, "InfoDematerialisee"), el.sourceline)
+            yield Domaine(self.domain, pes_v(el, "IdVer"), pes_v(el, "InfoDematerialisee"), el.sourceline)
             return
         if tag == "BlocBordereau":
             parent = el.getparent()
@@ -313,14 +314,14 @@ class PesStreamReader:
                 domain=domain,
                 index=self.bordereau_count,
                 id_attr=parent.get("Id") if parent is not None else None,
-                exer=_v(el, "Exer"),
-                idbord=_v(el, "IdBord"),
-                dtebordem=_v(el, "DteBordEm"),
-                typbord=_v(el, "TypBord"),
-                nbrpce=_v(el, "NbrPce"),
-                mtcumulannuel=_v(el, "MtCumulAnnuel"),
-                mtbordht=_v(el, "MtBordHT") if domain == "depense" else _v(el, "MtBordHt"),
-                mtbordtva=_v(el, "MtBordTVA"),
+                exer=pes_v(el, "Exer"),
+                idbord=pes_v(el, "IdBord"),
+                dtebordem=pes_v(el, "DteBordEm"),
+                typbord=pes_v(el, "TypBord"),
+                nbrpce=pes_v(el, "NbrPce"),
+                mtcumulannuel=pes_v(el, "MtCumulAnnuel"),
+                mtbordht=pes_v(el, "MtBordHT") if domain == "depense" else pes_v(el, "MtBordHt"),
+                mtbordtva=pes_v(el, "MtBordTVA"),
                 line=el.sourceline,
             )
             yield self.current_head
@@ -351,9 +352,9 @@ class PesStreamReader:
             fichier = el.find("Contenu/Fichier")
             yield PJ(
                 index=self.pj_index,
-                idunique=_v(el, "IdUnique"),
-                nompj=_v(el, "NomPJ"),
-                typepj=_v(el, "TypePJ"),
+                idunique=pes_v(el, "IdUnique"),
+                nompj=pes_v(el, "NomPJ"),
+                typepj=pes_v(el, "TypePJ"),
                 mimetype=None if fichier is None else fichier.get("MIMEType"),
                 content_chars=len(fichier.text or "") if fichier is not None else 0,
                 line=el.sourceline,

@@ -498,19 +498,6 @@ def _place_of(el: etree._Element, counters: dict[str, int]) -> str:
     return " / ".join(parts)
 
 
-def _hardened_iterparse(source, *, tag=None, schema=None, events=("end",)):
-    return etree.iterparse(
-        source if not isinstance(source, Path) else str(source),
-        events=events,
-        tag=tag,
-        schema=schema,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-    )
-
-
 class _SmallReads:
     """File wrapper that hands the parser small chunks, so that an XSD error can be tied to the
     few elements parsed with it (libxml2 reports validation errors without line numbers when it
@@ -536,7 +523,7 @@ def _locate_xsd_errors(path: Path, messages: list[str], *, time_budget: float = 
     counters = {"Bordereau": 0, "Piece": 0, "LigneDePiece": 0}
     wanted = min(len(messages), MAX_LOCATED_XSD_ERRORS)
     with path.open("rb") as fh:
-        it = _hardened_iterparse(_SmallReads(fh), schema=schema, events=("start", "end"))
+        it = xmlsafe.hardened_iterparse(_SmallReads(fh), schema=schema, events=("start", "end"))
         try:
             for n_events, (ev, el) in enumerate(it):
                 n = len(it.error_log)
@@ -595,7 +582,7 @@ def _localname(el) -> str:
 def _root_localname(path: Path) -> str | None:
     """Local name of the root element (first start event), None if the start is unreadable."""
     try:
-        for _ev, el in _hardened_iterparse(path, events=("start",)):
+        for _ev, el in xmlsafe.hardened_iterparse(path, events=("start",)):
             name = _localname(el)
             return name if name and ":" not in name else None
     except etree.XMLSyntaxError:
@@ -605,7 +592,7 @@ def _root_localname(path: Path) -> str | None:
 
 def _wellformedness_error(path: Path) -> Finding | None:
     """Re-read the file without schema to name its first syntax error (line, column); None if none."""
-    it = _hardened_iterparse(path, tag=CONTAINER_TAGS)
+    it = xmlsafe.hardened_iterparse(path, tag=CONTAINER_TAGS)
     text, line, column = "document incomplet ou illisible", None, None
     try:
         for _ev, el in it:
@@ -701,7 +688,7 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
     # re-read without schema to name the syntax error.
     root_name = _root_localname(path)
     tags = CONTAINER_TAGS + ((f"{{*}}{root_name}",) if root_name and root_name not in CONTAINER_TAGS else ())
-    it = _hardened_iterparse(path, tag=tags, schema=project_schema())
+    it = xmlsafe.hardened_iterparse(path, tag=tags, schema=project_schema())
     complete = False
     first = True
     try:

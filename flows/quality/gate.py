@@ -12,10 +12,9 @@ the network. `engine="plain"` runs the same rules in plain pandas (flows.quality
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,41 +33,16 @@ _GX: dict[str, Any] = {}
 
 
 @dataclass
-class QualityResult:
-    """Outcome of the tiers gate on one file."""
+class QualityResult(Report):
+    """Outcome of the tiers gate on one file: a Report (same JSON and text) plus the detail frame."""
 
-    file: str
-    findings: list[Finding] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    kind: str = "pes_tiers"
     # one line per finding with the tiers it concerns (for grouping in the HTML page); not serialised
     details: pd.DataFrame | None = field(default=None, repr=False)
 
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "kind": "pes_tiers",
-            "valid": self.ok,
-            "summary": self.summary,
-            "findings": [asdict(f) for f in self.findings],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, default=str)
-
     def to_report(self) -> Report:
-        return Report(file=self.file, kind="pes_tiers", findings=list(self.findings), summary=dict(self.summary))
+        """The same findings as a plain Report, without the detail frame."""
+        return Report(file=self.file, kind=self.kind, findings=list(self.findings), summary=dict(self.summary))
 
     def to_html(self, *, max_tiers: int = 2000, max_places: int = 20) -> str:
         from flows.quality.html import render_html

@@ -321,20 +321,18 @@ def sign_pes_with(
     digests = [digest_b64(canonicalize(b, EXC_C14N), builder.digest) for b in bordereaux]
     ids = [b.get("Id") for b in bordereaux]
 
-    frags = [
-        builder.fragment(f"{bid}_SIG_1", f"#{bid}", d, enveloped=True, declare_ds=not root_has_ds)
-        for bid, d in zip(ids, digests, strict=True)
-    ]
+    def fragments(declare_ds: bool) -> list[str]:
+        return [builder.fragment(f"{bid}_SIG_1", f"#{bid}", d, enveloped=True, declare_ds=declare_ds)
+                for bid, d in zip(ids, digests, strict=True)]
+
+    frags = fragments(declare_ds=not root_has_ds)
     spliced = _splice(pes, root, bordereaux, [f.encode(encoding, "xmlcharrefreplace") for f in frags])
     if spliced is not None and _looks_signed(spliced, ids):
         return spliced
 
     # Fallback: insert into the tree and serialise once, keeping the original declaration.
-    if root_has_ds:
-        frags = [
-            builder.fragment(f"{bid}_SIG_1", f"#{bid}", d, enveloped=True, declare_ds=True)
-            for bid, d in zip(ids, digests, strict=True)
-        ]
+    if root_has_ds:  # an element parsed alone must declare the prefix it uses
+        frags = fragments(declare_ds=True)
     parser = xmlsafe.parser()
     for b, frag in zip(bordereaux, frags, strict=True):
         b.append(etree.fromstring(frag, parser))
@@ -361,13 +359,5 @@ def sign_pes(
     Raises CertificateRefused (expired, not yet valid, no signing usage, wrong password) or
     SignatureError (not a PES_Aller, already signed, missing Id), both with French messages.
     """
-    signer = load_signer(p12_path, password)
-    return sign_pes_with(
-        pes,
-        signer,
-        role=role,
-        place=place,
-        policy=policy,
-        signing_time=signing_time,
-        xades_namespace=xades_namespace,
-    )
+    return sign_pes_with(pes, load_signer(p12_path, password), role=role, place=place, policy=policy,
+                         signing_time=signing_time, xades_namespace=xades_namespace)

@@ -1,27 +1,4 @@
-"""Transports to the counterparts: SFTP with pinned host keys (`sftp`), local folders (`local`)."""
+"""Transports to the counterparts: SFTP with pinned host keys (`sftp`), local folders (`local`).
 
-from flows.transport.errors import (
-    AuthenticationRefused,
-    HostKeyMismatch,
-    PermanentTransportError,
-    RemoteConflict,
-    RemoteNotFound,
-    RemotePermissionDenied,
-    RemoteTooLarge,
-    TransientError,
-    TransportError,
-    TransportUnavailable,
-)
-
-__all__ = [
-    "AuthenticationRefused",
-    "HostKeyMismatch",
-    "PermanentTransportError",
-    "RemoteConflict",
-    "RemoteNotFound",
-    "RemotePermissionDenied",
-    "RemoteTooLarge",
-    "TransientError",
-    "TransportError",
-    "TransportUnavailable",
-]
+Errors, split by what the caller should do, live in `flows.transport.errors`.
+"""

@@ -107,7 +107,7 @@ class LocalEndpoint:
             if d.exists():
                 return False
             raise RemoteNotFound(f"déplacement : « {src} » n'existe pas") from exc
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
         return True
 
     @staticmethod
@@ -149,11 +149,12 @@ class LocalEndpoint:
             os.rename(part, final)  # file systems without hard links
         else:
             part.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return True
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: some file systems refuse a directory fsync)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

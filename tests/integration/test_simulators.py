@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from flows.actes.model import MESSAGE_CODES, NS_ACTES, NS_INSEE
+from flows.actes.pdf import minimal_pdf
+from flows.actes.transmission import make_tar_gz
+from flows.actes.xmlutil import to_bytes
 from flows.transport.errors import TransportUnavailable
 from flows.transport.sftp import SftpEndpoint
 from simulators import actes_wire as W
@@ -30,17 +34,18 @@ from tests.conftest import REFERENCE, ROOT
 
 pytestmark = pytest.mark.integration
 
-NS = W.NS
+NS = NS_ACTES
+PDF = minimal_pdf("Document de test")
 SIREN = "214002933"
 TODAY = date.today()
 
 
-# -- fixtures built by hand (independent of flows.actes / flows.helios) ------------------------
+# -- messages built by hand (independent of the flows builders; only tar and bytes from flows.actes)
 
 
 def _el(parent, name, text=None, **attrs):
     el = etree.SubElement(parent, f"{{{NS}}}{name}") if parent is not None else etree.Element(
-        f"{{{NS}}}{name}", nsmap={"actes": NS, "insee": W.NS_INSEE}
+        f"{{{NS}}}{name}", nsmap={"actes": NS, "insee": NS_INSEE}
     )
     for k, v in attrs.items():
         el.set(f"{{{NS}}}{k}", v)
@@ -53,7 +58,7 @@ def acte_archive(numero="DEL2026_01", *, decided=None, classification="2026-01-1
                  drop_document=False, kind="Acte", nature="DE") -> tuple[str, bytes, str]:
     decided = decided or TODAY - timedelta(days=1)
     idacte = f"040-{SIREN}-{decided:%Y%m%d}-{numero}-{nature}"
-    code = W.CODES[kind]
+    code = MESSAGE_CODES[kind]
     msg_name = f"{idacte}-{code}_0.xml"
     doc_name = f"99_DE-{idacte}-{code}_1.pdf"
     if kind == "Acte":
@@ -74,14 +79,14 @@ def acte_archive(numero="DEL2026_01", *, decided=None, classification="2026-01-1
             _el(_el(docs, "Document"), "NomFichier", doc_name)
     env = _el(None, "EnveloppeCLMISILL")
     idcl = _el(_el(env, "Emetteur"), "IDCL", Departement="040", Arrondissement="2", Nature="31")
-    idcl.set(f"{{{W.NS_INSEE}}}SIREN", SIREN)
+    idcl.set(f"{{{NS_INSEE}}}SIREN", SIREN)
     _el(_el(env, "AdressesRetour"), "Email", "secretariat@saint-sever.fr")
     _el(_el(_el(env, "FormulairesEnvoyes"), "Formulaire"), "NomFichier", msg_name)
     env_name = f"EACT--{SIREN}--{TODAY:%Y%m%d}-{serial}.xml"
-    members = [(env_name, W.to_bytes(env)), (msg_name, W.to_bytes(root))]
+    members = [(env_name, to_bytes(env)), (msg_name, to_bytes(root))]
     if not drop_document:
-        members.append((doc_name, W.PDF))
-    return f"TDT-{env_name.removesuffix('.xml')}.tar.gz", W.write_tar_gz(members), idacte
+        members.append((doc_name, PDF))
+    return f"TDT-{env_name.removesuffix('.xml')}.tar.gz", make_tar_gz(members, TODAY), idacte
 
 
 def reply_kinds(data: bytes) -> list[str]:
@@ -122,7 +127,7 @@ def seda_package(agreement="ACCORD-SAINT-SEVER", msgid="DEMAT-TEST-0001", *, dro
 <TransferringAgency><Identifier>DEMAT</Identifier></TransferringAgency></ArchiveTransfer>""".encode()
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        files = [("manifest.xml", manifest)] + ([] if drop_file else [("Content/acte.pdf", W.PDF)])
+        files = [("manifest.xml", manifest)] + ([] if drop_file else [("Content/acte.pdf", PDF)])
         for name, data in files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -247,20 +252,7 @@ def assert_valid_actes(xml: etree._Element):
         assert schema.validate(xml), schema.error_log
 
 
-@pytest.fixture(params=["flows.actes", "independent"])
-def wire(request, monkeypatch):
-    """Run the préfecture with the platform's builders, then with the independent actes_wire."""
-    import simulators.prefecture as pref
-
-    if request.param == "independent":
-        monkeypatch.setattr(pref, "_messages", lambda: None)
-        monkeypatch.setattr(pref, "schema_problems", lambda message: None)
-    elif pref._messages() is None:
-        pytest.skip("flows.actes.messages pas encore disponible")
-    return request.param
-
-
-def test_prefecture_acknowledges_a_valid_acte(tmp_path, wire):
+def test_prefecture_acknowledges_a_valid_acte(tmp_path):
     name, data, idacte = acte_archive()
     out, outcome = run_rules(tmp_path, prefecture_rules, name, data, extra={"classification_date": "2026-01-15"})
     assert len(out) == 1, outcome
@@ -281,7 +273,7 @@ def test_prefecture_acknowledges_a_valid_acte(tmp_path, wire):
         ({"numero": "del_2026"}, "001"),  # lowercase NumeroInterne
     ],
 )
-def test_prefecture_reports_anomalies(tmp_path, kwargs, nature, wire):
+def test_prefecture_reports_anomalies(tmp_path, kwargs, nature):
     name, data, _ = acte_archive(**kwargs)
     out, outcome = run_rules(tmp_path, prefecture_rules, name, data, extra={"classification_date": "2026-01-15"})
     (reply,) = out.values()
@@ -292,17 +284,17 @@ def test_prefecture_reports_anomalies(tmp_path, kwargs, nature, wire):
     assert_valid_actes(msg)
 
 
-def test_prefecture_refuses_broken_archives_with_anomalie_enveloppe(tmp_path, wire):
+def test_prefecture_refuses_broken_archives_with_anomalie_enveloppe(tmp_path):
     out, outcome = run_rules(tmp_path, prefecture_rules, f"TDT-EACT--{SIREN}--20261125-9.tar.gz", b"not a tar")
     (reply,) = out.values()
     assert reply_kinds(reply) == ["AnomalieEnveloppe"]
     assert "004" in outcome
-    evil = W.write_tar_gz([("../../etc/passwd", b"x")])
+    evil = make_tar_gz([("../../etc/passwd", b"x")], TODAY)
     out, outcome = run_rules(tmp_path, prefecture_rules, f"TDT-EACT--{SIREN}--20261125-9.tar.gz", evil)
     assert reply_kinds(next(iter(out.values()))) == ["AnomalieEnveloppe"]
 
 
-def test_prefecture_refuses_the_same_acte_twice(tmp_path, wire):
+def test_prefecture_refuses_the_same_acte_twice(tmp_path):
     cp = Counterpart("pref", tmp_path / "pref", prefecture_rules)
     name, data, _ = acte_archive(serial=1)
     (cp.depot / name).write_bytes(data)
@@ -316,7 +308,7 @@ def test_prefecture_refuses_the_same_acte_twice(tmp_path, wire):
     cp.close()
 
 
-def test_prefecture_sends_later_mail_and_answers_the_other_messages(tmp_path, wire):
+def test_prefecture_sends_later_mail_and_answers_the_other_messages(tmp_path):
     name, data, idacte = acte_archive()
     cp = Counterpart("pref", tmp_path / "pref", prefecture_rules, Settings(later_rate=1.0, later_delay=30))
     (cp.depot / name).write_bytes(data)
@@ -351,15 +343,15 @@ def test_prefecture_sends_later_mail_and_answers_the_other_messages(tmp_path, wi
         assert_valid_actes(msg)
 
 
-def test_prefecture_answers_a_classification_request(tmp_path, wire):
+def test_prefecture_answers_a_classification_request(tmp_path):
     env = _el(None, "EnveloppeCLMISILL")
     idcl = _el(_el(env, "Emetteur"), "IDCL", Departement="040", Arrondissement="2", Nature="31")
-    idcl.set(f"{{{W.NS_INSEE}}}SIREN", SIREN)
+    idcl.set(f"{{{NS_INSEE}}}SIREN", SIREN)
     _el(_el(env, "AdressesRetour"), "Email", "a@b.fr")
     msg_name = f"040-{SIREN}----7-1_0.xml"
     _el(_el(_el(env, "FormulairesEnvoyes"), "Formulaire"), "NomFichier", msg_name)
-    data = W.write_tar_gz([(f"EACT--{SIREN}--20261125-3.xml", W.to_bytes(env)),
-                           (msg_name, W.to_bytes(_el(None, "DemandeClassification")))])
+    data = make_tar_gz([(f"EACT--{SIREN}--20261125-3.xml", to_bytes(env)),
+                        (msg_name, to_bytes(_el(None, "DemandeClassification")))], TODAY)
     out, outcome = run_rules(tmp_path, prefecture_rules, f"TDT-EACT--{SIREN}--20261125-3.tar.gz", data,
                              extra={"classification_date": "2026-01-15"})
     (reply,) = out.values()
@@ -434,7 +426,7 @@ def real_package(agreement: str):
         dossier_id="D-2026-1", title="Délibération E2E", flow="actes", doc_type="deliberation",
         collectivite_name="Commune de Saint-Sever", collectivite_siren=SIREN,
         profile=ArchiveProfile(archival_agreement=agreement), start_date=date(2026, 1, 1), end_date=date(2026, 1, 2),
-        files=[seda.ArchiveFile("acte.pdf", W.PDF)],
+        files=[seda.ArchiveFile("acte.pdf", PDF)],
     )
     return seda.build_package(request)
 
