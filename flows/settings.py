@@ -21,6 +21,7 @@ class Settings:
     inbox_root: Path
     pki_dir: Path
     reference_dir: Path
+    public_url: str = ""  # where agents open the UI (links in alert mails); "" : http://127.0.0.1:8080
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,6 +34,7 @@ class Settings:
             inbox_root=Path(os.environ.get("DEMAT_INBOX", state / "inbox")),
             pki_dir=Path(os.environ.get("DEMAT_PKI", state / "pki")),
             reference_dir=Path(os.environ.get("DEMAT_REFERENCE_DIR", REPO.parent / "shared" / "reference")),
+            public_url=os.environ.get("DEMAT_PUBLIC_URL") or os.environ.get("AIRFLOW__API__BASE_URL", ""),
         )
 
     @cached_property

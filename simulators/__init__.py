@@ -2,5 +2,5 @@
 
 `python -m simulators --state DIR --config flows/config/demo.yaml` starts them; see run.py.
 Modules: sftpd (asyncssh server), counterparts (ledger + processing loop), prefecture, dgfip,
-sae (rules), actes_wire (the ministère's @ctes messages), keys (ed25519 keys).
+sae (rules), actes_wire (the préfecture's own reading of @ctes archives), keys (ed25519 keys).
 """

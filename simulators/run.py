@@ -2,7 +2,7 @@
 
     python -m simulators --state DIR --config flows/config/demo.yaml [--port-base N]
         [--delay S] [--later-delay S] [--refuse-rate P] [--silence-rate P] [--later-rate P]
-        [--seed N] [--set prefecture.refuse_rate=0.2 ...]
+        [--seed N] [--set prefecture.refuse_rate=0.2 ...] [--mail-dir DIR [--smtp-port N]]
 
 Layout under DIR/simulators/ (created on first start, reused afterwards):
     client/id_ed25519[.pub]     demat's client key (authorised on the three gateways)
@@ -12,6 +12,7 @@ Layout under DIR/simulators/ (created on first start, reused afterwards):
     <name>/DOWN, <name>/HANG    outage switches (touch / rm)
     <name>/sftp/depot, /retour  what the account sees (chroot)
     endpoints.json              how to reach each gateway (no secret: a key *path*, a *public* host key)
+                                and, with --mail-dir, the SMTP sink ("smtp", kind "smtp")
 
 `--port-base N` gives prefecture N, dgfip N+1, sae N+2 (stable across restarts, so Airflow
 Connections stay valid); without it the ports are picked at each start and endpoints.json
@@ -78,6 +79,7 @@ class Simulators:
             )
             self.counterparts[name] = cp
         self._thread: ServerThread | None = None
+        self.services: dict[str, dict] = {}  # non-SFTP endpoints (the SMTP sink), written beside them
 
     def start(self) -> Simulators:
         self._thread = ServerThread(self.servers.values()).start()
@@ -119,7 +121,8 @@ class Simulators:
     def write_endpoints(self) -> Path:
         path = self.base / "endpoints.json"
         tmp = path.with_name(".endpoints.json.tmp")
-        tmp.write_text(json.dumps(self.endpoints(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        data = {**self.endpoints(), **self.services}
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
         return path
 
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--later-rate", type=float, default=0.0, help="préfecture : probabilité d'un courrier ultérieur")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", metavar="NOM.CLE=VALEUR", help="réglage d'une contrepartie")
+    parser.add_argument("--mail-dir", help="démarre le puits SMTP : chaque courriel reçu y devient un .eml")
+    parser.add_argument("--smtp-port", type=int, default=0, help="port du puits SMTP (0 : port libre)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -191,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    sink = None
+    if args.mail_dir:
+        from simulators.smtpsink import SmtpSink
+
+        sink = SmtpSink(args.mail_dir, host=args.host, port=args.smtp_port).start()
+        sims.services["smtp"] = sink.endpoint()
+        log.info("puits SMTP : smtp://%s:%s, courriels dans %s", sink.host, sink.port, args.mail_dir)
     sims.start()
     path = sims.base / "endpoints.json"
     for name, ep in sims.endpoints().items():
@@ -202,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
     finally:
         sims.stop()
+        if sink is not None:
+            sink.stop()
         log.info("simulateurs arrêtés")
     return 0
 

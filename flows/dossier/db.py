@@ -27,6 +27,7 @@ def engine(url: str | None = None) -> Engine:
 
 def create_schema(url: str | None = None) -> None:
     # tables declared by the pipeline modules live on the same metadata
+    import flows.alerts.models  # noqa: F401
     import flows.pipeline.answers  # noqa: F401
     import flows.pipeline.classification  # noqa: F401
 
