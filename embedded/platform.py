@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from embedded.postgres import EmbeddedPostgres, free_port
+from embedded.watchdog import Watchdog
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -159,6 +160,10 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": secrets_["api_secret"],
         "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        # a scheduler restarted by the watchdog adopts the dead one's task instances within 30 s, and
+        # a task whose process vanished is failed (then retried) after 2 min instead of 5
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__CORE__TEST_CONNECTION": "Disabled",
@@ -335,7 +340,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    sims = standalone = None
+    sims = standalone = watchdog = None
     try:
         log(f"PostgreSQL (embarqué) sur 127.0.0.1:{pg.port}")
         pg.start()
@@ -360,6 +365,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         aflog = (layout.state / "airflow-standalone.log").open("ab")
         standalone = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, cwd=REPO,
                                       stdout=aflog, stderr=subprocess.STDOUT, start_new_session=True)
+        watchdog = Watchdog(VENV_BIN / "airflow", env, REPO, layout.state, port, log=log)
         shown = False
         while not stopping["flag"]:
             if standalone.poll() is not None:
@@ -373,12 +379,16 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
                 print(banner(layout, port, secrets_), flush=True)
                 log(f"Prêt en {time.monotonic() - t0:.0f} s")
                 (layout.state / "ready").write_text(str(time.time()))
+            if shown:  # from then on every component must stay alive
+                watchdog.check(os.getpid())
             time.sleep(0.5)
         return 0
     finally:
         log("Arrêt : Airflow, simulateurs, PostgreSQL")
         (layout.state / "ready").unlink(missing_ok=True)
         _kill_tree(standalone)
+        if watchdog is not None:
+            watchdog.stop()
         _kill_tree(sims, signal.SIGTERM, 10)
         _kill_leftovers(port)
         pg.stop()

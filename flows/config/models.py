@@ -113,9 +113,10 @@ class Collectivite(_Strict):
     circuits: dict[str, list[Step]] = Field(default_factory=dict)
     archive: dict[str, ArchiveProfile] = Field(default_factory=lambda: {"default": ArchiveProfile()})
     deposit: Literal["immediate", "nightly"] = "immediate"
-    # how an acte is signed after its SIGNATURE step: "detachee" = detached XAdES sent as the 99_SE
-    # signature file; "aucune" = transmitted unsigned (the approval stays in the journal)
-    acte_signature: Literal["aucune", "detachee"] = "aucune"
+    # how an acte is signed after its SIGNATURE step: "pades" = signature inside the PDF;
+    # "detachee" = detached XAdES sent as the 99_SE signature file; "aucune" = transmitted
+    # unsigned (the approval stays in the journal)
+    acte_signature: Literal["aucune", "detachee", "pades"] = "aucune"
     agents: list[str] = Field(default_factory=list)  # Airflow users of this collectivité
     emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address, for alerts
 

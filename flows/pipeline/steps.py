@@ -6,6 +6,7 @@ recorded and carries on from there, and never transmits twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -320,8 +321,9 @@ def _signature_step(coll: Collectivite, dossier: Dossier):
 def sign(settings: Settings, dossier_id: str) -> StepOutcome:
     """Sign with the certificate of the circuit's signing official, once every human step approved.
 
-    PES: an enveloped XAdES per bordereau. Acte: a detached XAdES of the main document, sent as
-    its 99_SE signature file, when the collectivité asks for it (`acte_signature: detachee`).
+    PES: an enveloped XAdES per bordereau. Acte, as the collectivité configures it
+    (`acte_signature`): a PAdES signature inside the PDF, or a detached XAdES sent as the 99_SE
+    signature file, or none.
     """
     store = ArtefactStore(settings.store_root)
     with session_scope(settings.database_url) as session:
@@ -338,7 +340,7 @@ def sign(settings: Settings, dossier_id: str) -> StepOutcome:
         signer_decision = next((d for d in decisions.values() if d["kind"] == "SIGNATURE"), None)
         actor = (signer_decision or {}).get("actor") or (decisions[str(len(circuit))]["actor"] if circuit else "demat")
         when = f"{datetime.now(UTC):%d/%m/%Y à %H:%M} UTC"
-        if step is not None and (dossier.flow == "helios" or coll.acte_signature == "detachee"):
+        if step is not None and (dossier.flow == "helios" or coll.acte_signature != "aucune"):
             official = coll.official(step.official)
             p12 = settings.pki_dir / f"{official.certificate}.p12"
             password = (settings.pki_dir / f"{official.certificate}.pass").read_bytes().strip()
@@ -349,9 +351,19 @@ def sign(settings: Settings, dossier_id: str) -> StepOutcome:
                 service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
                                data=signed, media_type="application/xml")
                 how = "XAdES, un bordereau par signature"
-            else:
+            elif coll.acte_signature == "pades":
+                from flows.signature.pades import sign_pdf
+
                 name, pdf = _acte_document(store, dossier, settings)
-                signature = _sign_acte(pdf, name, p12, password, official.role, coll.name)
+                service.attach(session, store, dossier, kind="signed", name=f"signe-{name}",
+                               data=sign_pdf(pdf, p12, password, role=official.role, place=coll.name),
+                               media_type="application/pdf")
+                how = "PAdES, signature intégrée au PDF de l'acte"
+            else:
+                from flows.signature.detached import sign_detached
+
+                name, pdf = _acte_document(store, dossier, settings)
+                signature = sign_detached(pdf, p12, password, role=official.role, name=name, place=coll.name)
                 service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-signature.xml",
                                data=signature, media_type="application/xml")
                 how = "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"
@@ -372,12 +384,6 @@ def _acte_document(store: ArtefactStore, dossier: Dossier, settings: Settings) -
 
     submission = read_submission(_original_path(store, dossier, settings.work_dir / "tmp"))
     return submission.document.name, submission.document.data
-
-
-def _sign_acte(pdf: bytes, name: str, p12: Path, password: bytes, role: str, place: str) -> bytes:
-    from flows.signature.detached import sign_detached
-
-    return sign_detached(pdf, p12, password, role=role, name=name, place=place)
 
 
 # --------------------------------------------------------------------------------------------- transmission
@@ -412,6 +418,9 @@ def prepare_transmission(settings: Settings, dossier_id: str, *, trigram: str = 
 
             path = _original_path(store, dossier, settings.work_dir / "tmp")
             submission = read_submission(path)
+            signed = service.artefact(dossier, "signed")
+            if signed is not None:  # PAdES: the signed PDF replaces the acte
+                submission.document = dataclasses.replace(submission.document, data=store.get(signed.sha256))
             signature = service.artefact(dossier, "signature")
             if signature is not None:  # the official's detached signature travels as the 99_SE file
                 from flows.actes.model import Document

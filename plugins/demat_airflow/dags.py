@@ -133,35 +133,40 @@ def build_collect_dag() -> DAG:
     ) as dag:
 
         @task(**TRANSIENT_RETRIES)
-        def collect_acknowledgments() -> dict:
+        def collect_and_deposit() -> dict:
+            """Acknowledgments, then SAE deposits, then SAE replies, in one task process.
+
+            Three tasks every 20 s cost three process starts whether or not anything waited. Each
+            part is idempotent; one counterpart failing does not stop the others, and the task
+            fails afterwards (so it retries with backoff and operators see which part failed).
+            """
             from demat_airflow.context import endpoint, remote_dirs, settings
             from flows.pipeline.collect import collect
-
-            out = {}
-            for counterpart in ("prefecture", "dgfip"):
-                _, reply_dir = remote_dirs(counterpart)
-                r = collect(settings(), counterpart, endpoint, reply_dir)
-                out[counterpart] = {"seen": r.seen, "processed": r.processed, "unmatched": r.unmatched}
-            return out
-
-        @task(**TRANSIENT_RETRIES)
-        def deposit_archives() -> list[str]:
-            from demat_airflow.context import endpoint, remote_dirs, settings
             from flows.pipeline.deposit import deposit_ready
 
-            upload_dir, _ = remote_dirs("sae")
-            return deposit_ready(settings(), endpoint, upload_dir, timing="immediate")
+            out: dict = {}
+            failures: dict[str, str] = {}
 
-        @task(**TRANSIENT_RETRIES)
-        def collect_sae_replies() -> dict:
-            from demat_airflow.context import endpoint, remote_dirs, settings
-            from flows.pipeline.collect import collect
+            def part(name: str, fn) -> None:
+                try:
+                    out[name] = fn()
+                except Exception as exc:  # noqa: BLE001 - reported below, the task fails and retries
+                    failures[name] = f"{type(exc).__name__}: {exc}"
 
-            _, reply_dir = remote_dirs("sae")
-            r = collect(settings(), "sae", endpoint, reply_dir)
-            return {"seen": r.seen, "processed": r.processed, "unmatched": r.unmatched}
+            def collect_from(counterpart: str) -> dict:
+                r = collect(settings(), counterpart, endpoint, remote_dirs(counterpart)[1])
+                return {"seen": r.seen, "processed": r.processed, "unmatched": r.unmatched}
 
-        chain(collect_acknowledgments(), deposit_archives(), collect_sae_replies())
+            part("prefecture", lambda: collect_from("prefecture"))
+            part("dgfip", lambda: collect_from("dgfip"))
+            part("sae_depots", lambda: deposit_ready(settings(), endpoint, remote_dirs("sae")[0], timing="immediate"))
+            part("sae", lambda: collect_from("sae"))
+            if failures:
+                raise RuntimeError("Relève incomplète, nouvel essai programmé : " + " ; ".join(
+                    f"{k} : {v}" for k, v in failures.items()))
+            return out
+
+        collect_and_deposit()
     return dag
 
 

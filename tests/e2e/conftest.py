@@ -42,25 +42,10 @@ class Platform:
         return EmbeddedPostgres(self.state / "postgres", port=int((self.state / "postgres.port").read_text())).url("demat")
 
     def airflow_processes(self) -> dict[str, int]:
-        """Airflow components alive under this platform (descendants of its launcher), by name.
+        """Airflow components alive under this platform (descendants of its launcher), by name."""
+        from embedded.watchdog import airflow_components
 
-        The API server renames itself ("airflow api_server -- host:... port:N") and setproctitle
-        overwrites its environment block, so components are found through the process tree.
-        """
-        found: dict[str, int] = {}
-        try:
-            tree = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return found
-        for p in tree:
-            try:
-                cmd = " ".join(p.cmdline())
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
-                if f"airflow {name}" in cmd or (name == "api-server" and f"port:{self.port}" in cmd):
-                    found[name] = min(found.get(name, p.pid), p.pid)
-        return found
+        return airflow_components(self.proc.pid, self.port)
 
 
 def _processes_of(state: Path, port: int) -> list[psutil.Process]:

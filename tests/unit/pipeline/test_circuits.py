@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import re
+import subprocess
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -193,3 +197,49 @@ def test_bad_circuits_are_refused_on_load_with_the_field_named(tmp_path, circuit
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert message in str(exc.value) and "collectivites > 1" in str(exc.value)
+
+
+def _openssl_verifies_pades(pdf: bytes, ca: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Verify a PAdES signature with OpenSSL alone (an independent verifier): the CMS in /Contents
+    must cover exactly the /ByteRange of the file and chain to the demo CA."""
+    a, b, c, d = map(int, re.search(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]", pdf).groups())
+    der = bytes.fromhex(pdf[a + b:c].strip(b"<>").decode())
+    n = der[1] & 0x7F if der[1] & 0x80 else 0  # DER length header: the zero padding after it is not the CMS
+    size = 2 + n + (int.from_bytes(der[2:2 + n], "big") if n else der[1])
+    (tmp_path / "sig.der").write_bytes(der[:size])
+    (tmp_path / "content.bin").write_bytes(pdf[a:a + b] + pdf[c:c + d])
+    return subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"),
+                           "-content", str(tmp_path / "content.bin"), "-CAfile", str(ca), "-purpose", "any",
+                           "-out", os.devnull], capture_output=True, text=True)
+
+
+def test_acte_signed_pades_inside_the_pdf_and_accepted_by_the_prefecture(settings, tmp_path):
+    from simulators import actes_wire
+    from simulators.prefecture import acte_problems
+
+    data = yaml.safe_load(DEMO.read_text())
+    data["collectivites"][0]["acte_signature"] = "pades"
+    path = tmp_path / "pades.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    pades = dataclasses.replace(settings, config_path=path)
+    dossier_id = _dossier(pades, "saint-sever", "DE", "DEL2026_08", matiere="5.2")
+    steps.parapheur_request(pades, dossier_id, step=1)
+    steps.record_decision(pades, dossier_id, _answer(steps.APPROVE, "maire.saintsever", "Claire Dupré"), step=1)
+    assert steps.sign(pades, dossier_id).state == "signe"
+    store = ArtefactStore(pades.store_root)
+    with session_scope(pades.database_url) as s:
+        d = service.get(s, dossier_id)
+        signed = store.get(service.artefact(d, "signed").sha256)
+        assert service.artefact(d, "signature") is None  # nothing detached: the PDF carries it
+    _, original = steps._acte_document(store, d, pades)
+    assert signed.startswith(original)  # an incremental update: the agent's bytes are untouched
+    verified = _openssl_verifies_pades(signed, pades.pki_dir / "ca.pem", tmp_path)
+    assert verified.returncode == 0, verified.stderr
+    tampered = signed.replace(b"/Type /Catalog", b"/Type /Catalof", 1)  # one byte of the signed range
+    assert _openssl_verifies_pades(tampered, pades.pki_dir / "ca.pem", tmp_path).returncode != 0
+
+    name, sha = steps.prepare_transmission(pades, dossier_id)
+    received = actes_wire.read_received(name, store.get(sha))
+    acte = next(v for n, v in received.files.items() if n.endswith("-1-1_1.pdf"))
+    assert acte == signed  # the signed PDF is what leaves, as the acte itself
+    assert acte_problems(received, datetime.now(UTC).date(), None) == []
