@@ -129,7 +129,7 @@ def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
     if report.ok or all(f.layer in ("metier", "qualite") for f in report.errors):
         from flows.quality.gate import run_tiers_gate
 
-        quality = run_tiers_gate(path)
+        quality = run_tiers_gate(path, engine="auto")
         report.extend(quality.findings)
     return report, quality
 

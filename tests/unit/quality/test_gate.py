@@ -198,3 +198,33 @@ def test_editable_data_and_severity_overrides():
     df.loc[0, "CP"] = "4000"
     result = check_frame(df, engine="plain", rules=list(rules.values()))
     assert result.ok and [f.rule for f in result.findings] == ["TIERS-CP-FORMAT"]
+
+
+def test_auto_engine_calls_ge_only_when_pandas_finds_something():
+    """A clean file is passed by pandas alone (GE is never imported in that process); a faulty one
+    is stated by Great Expectations, with exactly the findings the "ge" engine gives."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import json, sys
+        from flows.quality.gate import check_frame
+        from flows.quality.synth import synth_tiers_frame
+        clean = check_frame(synth_tiers_frame(3000, defect_rate=0.0, seed=3), engine="auto")
+        print(json.dumps({"ok": clean.ok, "findings": len(clean.findings), "moteur": clean.summary["moteur"],
+                          "ge_imported": "great_expectations" in sys.modules}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "ok": True, "findings": 0, "moteur": "pandas", "ge_imported": False}
+
+    faulty = synth_tiers_frame(3000, defect_rate=0.3, seed=4)
+    auto = check_frame(faulty, engine="auto")
+    ge = check_frame(faulty, engine="ge")
+    key = lambda r: [(f.rule, f.place, f.value, f.severity) for f in r.findings]  # noqa: E731
+    assert auto.summary["moteur"] == "great_expectations" and not auto.ok
+    assert key(auto) == key(ge) and len(ge.findings) > 100
+    with pytest.raises(ValueError, match="moteur inconnu"):
+        check_frame(faulty, engine="excel")
