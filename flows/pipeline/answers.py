@@ -11,6 +11,8 @@ acte (atomic, idempotent) and moves the folder into `reponses/traites/`. A crash
 from what was recorded: the same bytes are sent, never two different answers.
 
 `request_annulation` sends the 6-1 Annulation of a transmitted acte the same way.
+`prepare_answer` and `prepare_annulation` record what the dossier page or the API asks
+(flows.pipeline.actions); the next batch uploads it like a resumed answer.
 """
 
 from __future__ import annotations
@@ -495,10 +497,6 @@ def _mark_sent(settings: Settings, envoi_id: int, already_there: bool) -> None:
 
 def _prepare_answer(settings: Settings, claimed: Path, collectivite: str, idacte: str) -> int:
     """Build, check and record the answer of a claimed folder. Returns the actes_envoi id."""
-    from flows.actes.transmission import build_answer, paris_today
-    from flows.pipeline.steps import _next_serial
-
-    store = ArtefactStore(settings.store_root)
     files = read_reply_folder(claimed)
     coll = settings.config.collectivite(collectivite)
     with session_scope(settings.database_url) as session:
@@ -512,41 +510,65 @@ def _prepare_answer(settings: Settings, claimed: Path, collectivite: str, idacte
         ).scalars().first()
         if dossier is None:
             raise AnswerRefused(f"aucun acte {idacte} transmis par {coll.name} : vérifiez le nom du dossier de réponse")
-        dossier = service.get(session, dossier.id, for_update=True)
-        courriers = session.execute(
-            select(PrefectureCourrier).where(PrefectureCourrier.dossier_id == dossier.id)
-            .order_by(PrefectureCourrier.received_at, PrefectureCourrier.id)
-        ).scalars().all()
-        courrier, kind = choose_answer(list(courriers), files)
-        docs = [] if kind in NO_DOCUMENT else files.documents
-        if kind in NO_DOCUMENT and files.documents:
-            raise AnswerRefused(f"la {ANSWER_LABELS[kind]} ne porte pas de document : retirez les PDF ou choisissez "
-                                "une autre réponse")
-        if courrier.date_courrier is None:
-            raise AnswerRefused("la date du courrier de la préfecture est inconnue : réponse impossible par @ctes")
-        today = paris_today()
-        try:
-            # documents checked before a serial is taken: a refused answer leaves no gap
-            precheck = build_answer(kind, idacte, courrier.date_courrier, coll, documents=docs, serial=1,
-                                    trigram=settings.config.trigram, day=today)
-        except ValueError as exc:
-            raise AnswerRefused(str(exc)) from exc
-        report = check_answer(precheck, docs)
-        if not report.ok:
-            raise AnswerRefused("la réponse n'est pas conforme :\n" + report.to_text())
-        serial = _next_serial(session, coll.siren, today.strftime("%Y%m%d"))
-        tx = build_answer(kind, idacte, courrier.date_courrier, coll, documents=docs, serial=serial,
-                          trigram=settings.config.trigram, day=today)
         actor = str(files.instructions.get("agent") or "agent de la collectivité")[:128]
-        motif = str(files.instructions.get("motif") or "").strip() or None
-        art = service.attach(session, store, dossier, kind=f"envoi_{tx.code}", name=tx.archive_name,
-                             data=tx.archive_bytes, media_type="application/gzip")
-        envoi = ActesEnvoi(dossier_id=dossier.id, courrier_id=courrier.id, idacte=idacte, kind=kind, code=tx.code,
-                           name=tx.archive_name, message_name=tx.message_name, sha256=art.sha256, folder=claimed.name,
-                           actor=actor, motif=motif, status="prepare", prepared_at=service.now())
-        session.add(envoi)
-        session.flush()
-        return envoi.id
+        return _record_answer(settings, session, dossier.id, files, key=claimed.name, actor=actor)
+
+
+def prepare_answer(settings: Settings, dossier_id: str, files: ReplyFiles, *, key: str, actor: str) -> tuple[int, bool]:
+    """The same answer given from the UI or the API: checked and recorded now (status "prepare"),
+    uploaded by the next answers batch like a resumed one. `key` makes a repeated request a no-op.
+    Returns (actes_envoi id, created)."""
+    with session_scope(settings.database_url) as session:
+        ensure_schema(session)
+        service.get(session, dossier_id, for_update=True)  # serialises two identical requests
+        existing = session.execute(select(ActesEnvoi).where(ActesEnvoi.folder == key)).scalar_one_or_none()
+        if existing is not None:
+            return existing.id, False
+        return _record_answer(settings, session, dossier_id, files, key=key, actor=actor[:128]), True
+
+
+def _record_answer(settings: Settings, session: Session, dossier_id: str, files: ReplyFiles, *, key: str,
+                   actor: str) -> int:
+    from flows.actes.transmission import build_answer, paris_today
+    from flows.pipeline.steps import _next_serial
+
+    store = ArtefactStore(settings.store_root)
+    dossier = service.get(session, dossier_id, for_update=True)
+    idacte = dossier.idacte or ""
+    coll = settings.config.collectivite(dossier.collectivite)
+    courriers = session.execute(
+        select(PrefectureCourrier).where(PrefectureCourrier.dossier_id == dossier.id)
+        .order_by(PrefectureCourrier.received_at, PrefectureCourrier.id)
+    ).scalars().all()
+    courrier, kind = choose_answer(list(courriers), files)
+    docs = [] if kind in NO_DOCUMENT else files.documents
+    if kind in NO_DOCUMENT and files.documents:
+        raise AnswerRefused(f"la {ANSWER_LABELS[kind]} ne porte pas de document : retirez les PDF ou choisissez "
+                            "une autre réponse")
+    if courrier.date_courrier is None:
+        raise AnswerRefused("la date du courrier de la préfecture est inconnue : réponse impossible par @ctes")
+    today = paris_today()
+    try:
+        # documents checked before a serial is taken: a refused answer leaves no gap
+        precheck = build_answer(kind, idacte, courrier.date_courrier, coll, documents=docs, serial=1,
+                                trigram=settings.config.trigram, day=today)
+    except ValueError as exc:
+        raise AnswerRefused(str(exc)) from exc
+    report = check_answer(precheck, docs)
+    if not report.ok:
+        raise AnswerRefused("la réponse n'est pas conforme :\n" + report.to_text())
+    serial = _next_serial(session, coll.siren, today.strftime("%Y%m%d"))
+    tx = build_answer(kind, idacte, courrier.date_courrier, coll, documents=docs, serial=serial,
+                      trigram=settings.config.trigram, day=today)
+    motif = str(files.instructions.get("motif") or "").strip() or None
+    art = service.attach(session, store, dossier, kind=f"envoi_{tx.code}", name=tx.archive_name,
+                         data=tx.archive_bytes, media_type="application/gzip")
+    envoi = ActesEnvoi(dossier_id=dossier.id, courrier_id=courrier.id, idacte=idacte, kind=kind, code=tx.code,
+                       name=tx.archive_name, message_name=tx.message_name, sha256=art.sha256, folder=key,
+                       actor=actor, motif=motif, status="prepare", prepared_at=service.now())
+    session.add(envoi)
+    session.flush()
+    return envoi.id
 
 
 def process_replies(settings: Settings, endpoint_factory, upload_dir: str = "depot", *,
@@ -622,6 +644,15 @@ def request_annulation(settings: Settings, dossier_id: str, actor: str, motif: s
                        upload_dir: str = "depot") -> str:
     """Send the 6-1 Annulation of a transmitted acte (once; a retry resends the same bytes).
     Returns the archive name. ValueError (French) if the acte cannot be cancelled."""
+    envoi_id, _ = prepare_annulation(settings, dossier_id, actor, motif)
+    name, uploaded = _upload(settings, envoi_id, endpoint_factory, upload_dir)
+    _mark_sent(settings, envoi_id, already_there=not uploaded)
+    return name
+
+
+def prepare_annulation(settings: Settings, dossier_id: str, actor: str, motif: str) -> tuple[int, bool]:
+    """Build and record the 6-1 (status "prepare") without sending it: the upload is request_annulation's
+    or the next answers batch's. Returns (actes_envoi id, created); an existing request is reused."""
     from flows.actes.transmission import build_annulation, paris_today
     from flows.pipeline.steps import _next_serial
 
@@ -637,31 +668,27 @@ def request_annulation(settings: Settings, dossier_id: str, actor: str, motif: s
                                      ActesEnvoi.status != "refuse")
         ).scalars().first()
         if existing is not None:
-            envoi_id = existing.id
-        else:
-            if dossier.state not in ANNULABLE:
-                raise ValueError(f"l'acte du dossier {dossier_id} est « {dossier.state} » : seule la transmission d'un "
-                                 "acte transmis ou acquitté peut être annulée")
-            if not motif:
-                raise ValueError("indiquez le motif de l'annulation")
-            coll = settings.config.collectivite(dossier.collectivite)
-            today = paris_today()
-            serial = _next_serial(session, coll.siren, today.strftime("%Y%m%d"))
-            tx = build_annulation(dossier.idacte, coll, serial=serial, trigram=settings.config.trigram, day=today)
-            art = service.attach(session, store, dossier, kind="envoi_6-1", name=tx.archive_name,
-                                 data=tx.archive_bytes, media_type="application/gzip")
-            envoi = ActesEnvoi(dossier_id=dossier.id, idacte=dossier.idacte, kind="Annulation", code="6-1",
-                               name=tx.archive_name, message_name=tx.message_name, sha256=art.sha256, actor=actor[:128],
-                               motif=motif, status="prepare", prepared_at=service.now())
-            session.add(envoi)
-            session.flush()
-            envoi_id = envoi.id
-            service.note(session, dossier, event="annulation_demandee", actor=actor,
-                         message=f"Annulation de la transmission de l'acte {dossier.idacte} demandée par {actor} : "
-                                 f"{motif}.", details={"motif": motif})
-    name, uploaded = _upload(settings, envoi_id, endpoint_factory, upload_dir)
-    _mark_sent(settings, envoi_id, already_there=not uploaded)
-    return name
+            return existing.id, False
+        if dossier.state not in ANNULABLE:
+            raise ValueError(f"l'acte du dossier {dossier_id} est « {dossier.state} » : seule la transmission d'un "
+                             "acte transmis ou acquitté peut être annulée")
+        if not motif:
+            raise ValueError("indiquez le motif de l'annulation")
+        coll = settings.config.collectivite(dossier.collectivite)
+        today = paris_today()
+        serial = _next_serial(session, coll.siren, today.strftime("%Y%m%d"))
+        tx = build_annulation(dossier.idacte, coll, serial=serial, trigram=settings.config.trigram, day=today)
+        art = service.attach(session, store, dossier, kind="envoi_6-1", name=tx.archive_name,
+                             data=tx.archive_bytes, media_type="application/gzip")
+        envoi = ActesEnvoi(dossier_id=dossier.id, idacte=dossier.idacte, kind="Annulation", code="6-1",
+                           name=tx.archive_name, message_name=tx.message_name, sha256=art.sha256, actor=actor[:128],
+                           motif=motif, status="prepare", prepared_at=service.now())
+        session.add(envoi)
+        session.flush()
+        service.note(session, dossier, event="annulation_demandee", actor=actor,
+                     message=f"Annulation de la transmission de l'acte {dossier.idacte} demandée par {actor} : "
+                             f"{motif}.", details={"motif": motif})
+        return envoi.id, True
 
 
 # --------------------------------------------------------------------------------------------- acknowledgments

@@ -115,6 +115,9 @@ def sweep(settings: Settings, *, claim_stable: bool = True, min_age: float = 2.0
             dossier.run_id = run_id_for(dossier.id)
             session.add(Artefact(dossier_id=dossier.id, kind="original", name=name, sha256=sha, size=size,
                                  media_type=_media_type(name), created_at=service.now()))
+            from flows.pipeline.actions import link_resubmission
+
+            link_resubmission(session, dossier)  # a corrected file announced from the UI or the API
             dossier_id = dossier.id
         os.replace(claimed, _done_path(settings, slug, flow, dossier_id, name))
         started.append(Started(dossier_id, flow, slug))

@@ -3,7 +3,9 @@
 Authentication: an Airflow JWT (POST /auth/token) in `Authorization: Bearer`. A caller sees and
 submits for their own collectivité(s) only. Every error is JSON `{"erreur", "correction"}` in French.
 A submitted document is written atomically into the collectivité's inbox, so it becomes a dossier
-by exactly the same path as a file dropped by an agent.
+by exactly the same path as a file dropped by an agent. The actions on a dossier (resubmit, annulation,
+reponse, retry) are those of the dossier page, decided by flows.pipeline.actions; they need the
+token in the Authorization header (a browser's session cookie is not enough to change a dossier).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import uuid
 from datetime import UTC, datetime
+from datetime import date as Day
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -99,8 +102,63 @@ class ListeDossiers(BaseModel):
     suivant: str | None = Field(None, description="Valeur de « depuis » pour la page suivante, si la liste est tronquée")
 
 
+class ActionPossible(BaseModel):
+    code: str = Field(description="resoumettre, annuler, repondre ou relancer")
+    libelle: str
+    aide: str
+    chemin: str = Field(description="POST sur ce chemin (relatif à /demat/api/v1) pour agir")
+
+
+class ReponsePossible(BaseModel):
+    code: str = Field(description="Code @ctes de la réponse, ex. 3-4")
+    libelle: str
+    documents: str = Field(description="PDF attendus : aucun, un, au moins un")
+
+
+class CourrierEnAttente(BaseModel):
+    type: str
+    libelle: str
+    date: Day | None = Field(None, description="Date du courrier de la préfecture (champ date_courrier)")
+    reponses: list[ReponsePossible]
+
+
+class ActionsDossier(BaseModel):
+    dossier_id: str
+    etat: str
+    libelle: str
+    actions: list[ActionPossible] = Field(description="Les actions permises maintenant à votre compte")
+    courriers: list[CourrierEnAttente] = Field(description="Courriers de la préfecture qui attendent une réponse")
+    annulation: str | None = Field(None, description="Statut de l'annulation déjà demandée, le cas échéant")
+    version_suivante: str | None = Field(None, description="Version corrigée déjà déposée, le cas échéant")
+
+
+class ActionResultat(BaseModel):
+    statut: Literal["enregistre", "deja_enregistre"] = Field(
+        description="deja_enregistre : la même demande avait déjà été faite ; rien n'est refait")
+    action: str
+    dossier_id: str
+    message: str = Field(description="Ce qui a été fait, en français")
+    nouveau_dossier_id: str | None = Field(None, description="Resoumission : identifiant du dossier de la version "
+                                                             "corrigée (créé dans quelques secondes)")
+    envoi: str | None = Field(None, description="Annulation, réponse : nom de l'archive @ctes envoyée à la préfecture")
+    etape: str | None = Field(None, description="Relance : étape reprise")
+    etat: str | None = None
+    suivi: str = Field(description="URL de suivi du dossier concerné")
+
+
+class DemandeAnnulation(BaseModel):
+    motif: str = Field("", description="Motif de l'annulation (obligatoire, 1000 caractères au plus)")
+
+
 ERRORS = {400: {"model": Erreur}, 401: {"model": Erreur}, 403: {"model": Erreur}, 404: {"model": Erreur},
           422: {"model": Erreur}}
+ACTION_ERRORS = ERRORS | {409: {"model": Erreur}, 413: {"model": Erreur}}
+ACTION_PATHS = {"resoumettre": "resubmit", "annuler": "annulation", "repondre": "reponse", "relancer": "retry"}
+PYDANTIC_FR = {"missing": "champ obligatoire absent", "json_invalid": "JSON illisible",
+               "string_type": "texte attendu", "model_attributes_type": "objet JSON attendu",
+               "dict_type": "objet JSON attendu", "int_parsing": "nombre entier attendu",
+               "bool_parsing": "booléen attendu (true ou false)", "less_than_equal": "valeur trop grande",
+               "greater_than_equal": "valeur trop petite"}
 
 
 async def api_caller(request: Request,
@@ -114,6 +172,19 @@ async def api_caller(request: Request,
 
 
 ApiCaller = Annotated[Caller, Depends(api_caller)]
+
+
+async def api_writer(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> Caller:
+    """Changing a dossier needs the token in the header: a session cookie alone could be a forged request."""
+    if credentials is None:
+        raise ApiError(401, "Jeton requis dans l'en-tête Authorization pour agir sur un dossier.",
+                       "Obtenez un jeton par POST /auth/token et envoyez « Authorization: Bearer <jeton> » ; le cookie "
+                       "de session du navigateur ne suffit pas pour modifier un dossier.")
+    return await api_caller(request, credentials)
+
+
+ApiWriter = Annotated[Caller, Depends(api_writer)]
 
 
 def _settings():
@@ -161,23 +232,9 @@ def _safe_filename(name: str) -> str:
 
 def _waiting_in_inbox(settings, collectivite: str, flux: str, sha: str, size: int) -> bool:
     """Same content already dropped but not yet a dossier (in the inbox or the claimed area)."""
-    from flows.pipeline import inbox
+    from flows.pipeline.actions import waiting_in_inbox
 
-    for folder in (settings.inbox_root / collectivite / flux, inbox.claimed_dir(settings.work_dir, collectivite, flux)):
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                continue
-            if entry.stat().st_size != size:
-                continue
-            h = hashlib.sha256()
-            with open(entry.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() == sha:
-                return True
-    return False
+    return waiting_in_inbox(settings, collectivite, flux, sha, size)
 
 
 def _parse_since(value: str) -> datetime:
@@ -213,7 +270,7 @@ def create_api() -> FastAPI:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-            parts.append(f"{where or 'requête'} : {err.get('msg', 'invalide')}")
+            parts.append(f"{where or 'requête'} : {PYDANTIC_FR.get(err.get('type', ''), err.get('msg', 'invalide'))}")
         return JSONResponse({"erreur": "Requête invalide : " + " ; ".join(parts),
                              "correction": "Corrigez les champs cités (voir la documentation /demat/api/v1/docs)."},
                             status_code=422)
@@ -361,4 +418,105 @@ def create_api() -> FastAPI:
         nxt = items[-1].modifie_le.isoformat() if len(rows) > limite else None
         return ListeDossiers(dossiers=items, suivant=nxt)
 
+    _action_routes(api)
     return api
+
+
+# --------------------------------------------------------------------------------------------- dossier actions
+def _action_routes(api: FastAPI) -> None:
+    """GET .../actions and the four POSTs: the same decisions and effects as the dossier page."""
+
+    @api.get("/dossiers/{dossier_id}/actions", response_model=ActionsDossier, responses=ERRORS,
+             summary="Actions permises sur un dossier, pour votre compte, dans son état actuel")
+    def dossier_actions_list(dossier_id: str, caller: ApiCaller) -> ActionsDossier:
+        from demat_airflow.ui import dossier_actions
+        from flows.dossier import states
+        from flows.dossier.db import session_scope
+
+        with session_scope(_settings().database_url) as s:
+            d = _visible(s, caller, dossier_id)
+            page = dossier_actions.for_page(s, caller, d)
+            f = page.facts
+            return ActionsDossier(
+                dossier_id=d.id, etat=d.state, libelle=states.label(d.state, d.flow),
+                actions=[ActionPossible(code=o.code, libelle=o.label, aide=o.help,
+                                        chemin=f"/dossiers/{d.id}/{ACTION_PATHS[o.code]}") for o in page.offers],
+                courriers=[CourrierEnAttente(type=lt.kind, libelle=lt.label, date=lt.date, reponses=[
+                    ReponsePossible(code=c.code, libelle=c.label, documents=c.documents) for c in lt.choices])
+                    for lt in f.letters],
+                annulation=f.annulation, version_suivante=f.successor)
+
+    @api.post("/dossiers/{dossier_id}/resubmit", status_code=202, response_model=ActionResultat,
+              responses=ACTION_ERRORS, summary="Déposer la version corrigée d'un dossier refusé ou rejeté")
+    def resubmit(request: Request, dossier_id: str, caller: ApiWriter,
+                 fichier: Annotated[UploadFile, File(description="Le document corrigé (ZIP d'acte ou PES V2 XML)")],
+                 ) -> ActionResultat:
+        """Le fichier devient un nouveau dossier, version suivante de celui-ci, par le même chemin qu'un dépôt
+        dans le dossier d'entrée (validation, parapheur...). Un fichier identique au document refusé ou déjà reçu
+        est refusé (409)."""
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import RESUBMIT
+
+        return _act(request, caller, dossier_id, RESUBMIT, lambda d, roles: dossier_actions.resubmit(
+            caller, d.id, d.collectivite, d.flow, fichier.filename or "", fichier.file, roles))
+
+    @api.post("/dossiers/{dossier_id}/annulation", status_code=202, response_model=ActionResultat,
+              responses=ACTION_ERRORS, summary="Demander l'annulation de la transmission d'un acte (6-1)")
+    def annulation(request: Request, dossier_id: str, caller: ApiWriter, demande: DemandeAnnulation) -> ActionResultat:
+        """Pour un acte transmis ou acquitté. Le message part à la préfecture dans la minute ; son accusé (6-2)
+        fait passer le dossier à « annule ». Une seconde demande renvoie la première (statut deja_enregistre)."""
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import ANNUL
+
+        return _act(request, caller, dossier_id, ANNUL,
+                    lambda d, roles: dossier_actions.annul(caller, d.id, demande.motif, roles))
+
+    @api.post("/dossiers/{dossier_id}/reponse", status_code=202, response_model=ActionResultat,
+              responses=ACTION_ERRORS, summary="Répondre au courrier de la préfecture en attente")
+    def reponse(request: Request, dossier_id: str, caller: ApiWriter,
+                fichiers: Annotated[list[UploadFile] | None, File(description="PDF de la réponse")] = None,
+                reponse: Annotated[str, Form(description="Code @ctes de la réponse (2-2, 3-2, 3-3, 3-4, 4-2, 4-3, "
+                                                         "4-4) ; vide : la réponse naturelle au dernier courrier")] = "",
+                motif: Annotated[str, Form(description="Motif ou précision (facultatif)")] = "",
+                date_courrier: Annotated[str, Form(description="AAAA-MM-JJ : le courrier visé, s'il y en a "
+                                                               "plusieurs")] = "",
+                ) -> ActionResultat:
+        """Réponse à une demande de pièces complémentaires (3-x), à une lettre d'observations (4-x) ou à un
+        courrier simple (2-2). Voir GET .../actions pour les courriers en attente et les réponses possibles."""
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import ANSWER
+
+        files = [(f.filename or "", f.file) for f in dossier_actions.real_files(fichiers)]
+        return _act(request, caller, dossier_id, ANSWER, lambda d, roles: dossier_actions.answer(
+            caller, d.id, files, roles, reponse=reponse, motif=motif, date_courrier=date_courrier))
+
+    @api.post("/dossiers/{dossier_id}/retry", status_code=202, response_model=ActionResultat,
+              responses=ACTION_ERRORS | {503: {"model": Erreur}}, summary="Relancer l'étape bloquée (opérateur)")
+    def retry(request: Request, dossier_id: str, caller: ApiWriter) -> ActionResultat:
+        """Pour un dossier « en erreur », ou arrêté en cours de circuit alors que son run Airflow est terminé :
+        le dossier reprend à son étape et son run est relancé dans Airflow. Réservé aux opérateurs."""
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import RETRY
+
+        return _act(request, caller, dossier_id, RETRY, lambda d, roles: dossier_actions.retry(caller, d, roles))
+
+
+def _act(request: Request, caller: Caller, dossier_id: str, action: str, run) -> ActionResultat:
+    from demat_airflow.ui import dossier_actions
+    from flows.dossier.db import session_scope
+    from flows.pipeline.actions import ActionRefused
+
+    try:
+        with session_scope(_settings().database_url) as s:
+            d = _visible(s, caller, dossier_id)
+            roles = dossier_actions.precheck(s, caller, d, action)
+        done = run(d, roles)
+    except ActionRefused as exc:
+        raise ApiError(exc.status, exc.message, exc.fix) from exc
+    except dossier_actions.AirflowDown as exc:
+        raise ApiError(503, str(exc), "Réessayez dans un moment ; si cela persiste, vérifiez l'API d'Airflow.") from exc
+    follow = done.new_dossier_id or done.dossier_id
+    return ActionResultat(statut="enregistre" if done.created else "deja_enregistre", action=done.action,
+                          dossier_id=done.dossier_id, message=done.message, nouveau_dossier_id=done.new_dossier_id,
+                          envoi=done.name if done.action != "resoumettre" else None, etape=done.step, etat=done.state,
+                          suivi=str(request.url_for("dossier_state", dossier_id=follow)))

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from demat_airflow.ui.security import Caller, bearer, login_url, resolve_caller
+from demat_airflow.ui.security import Caller, bearer, csrf_ok, csrf_token, login_url, resolve_caller
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "/demat"
@@ -98,7 +98,7 @@ templates.env.filters["euros"] = _fmt_amount
 templates.env.filters["coll"] = _coll_name
 templates.env.filters["duree"] = lambda h: "—" if h is None else (
     f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h".replace(".", ","))
-templates.env.globals.update(PREFIX=PREFIX, state_label=_state_label, doc_type=_doc_type)
+templates.env.globals.update(PREFIX=PREFIX, state_label=_state_label, doc_type=_doc_type, csrf_token=csrf_token)
 
 
 def _render(request: Request, template: str, caller: Caller, status_code: int = 200, **ctx) -> HTMLResponse:
@@ -110,7 +110,10 @@ def dag_id_for(flow: str) -> str:
 
 
 def create_app() -> FastAPI:
+    from demat_airflow.ui.dossier_actions import BodyLimit
+
     app = FastAPI(title="demat", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit)  # before any upload is spooled, for the pages and the API
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from demat_airflow.ui.api import create_api
@@ -140,9 +143,11 @@ def create_app() -> FastAPI:
     @app.post("/parapheur/decision")
     def decision(request: Request, caller: CallerDep, action: Annotated[str, Form()],
                  selection: Annotated[list[str] | None, Form()] = None,
-                 motif: Annotated[str, Form()] = "") -> Response:
+                 motif: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = "") -> Response:
         from demat_airflow.ui import hitl
 
+        if not csrf_ok(request, caller, csrf):
+            return _back(erreur=CSRF_REFUSED)
         selection = selection or []
         motif = motif.strip()
         if action not in ("approuver", "rejeter"):
@@ -194,22 +199,89 @@ def create_app() -> FastAPI:
                        states=[(c, st.label) for c, st in states.STATES.items()], erreur=" ; ".join(problems))
 
     @app.get("/dossiers/{dossier_id}", response_class=HTMLResponse)
-    def dossier_page(request: Request, dossier_id: str, caller: CallerDep) -> HTMLResponse:
+    def dossier_page(request: Request, dossier_id: str, caller: CallerDep, message: str = "",
+                     erreur: str = "") -> HTMLResponse:
+        from demat_airflow.ui import dossier_actions
         from flows.dossier import queries
 
         with _session() as s:
             d = queries.get_visible(s, dossier_id, scope=caller.scope_set)
             if d is None:
-                return _render(request, "erreur.html", caller, status_code=404,
-                               titre="Dossier introuvable",
-                               texte=f"Le dossier « {dossier_id} » n'existe pas ou n'est pas visible pour vous.")
-            ctx = dict(d=_row(d), timeline=queries.timeline(d),
+                return _not_found(request, caller, dossier_id)
+            ctx = dict(d=_row(d), timeline=queries.timeline(d), message=message, erreur=erreur,
+                       actions=dossier_actions.for_page(s, caller, d),
                        artefacts=[dict(id=a.id, kind=a.kind, label=queries.artefact_label(a.kind), name=a.name,
                                        size=a.size, at=a.created_at, sha=a.sha256) for a in d.artefacts],
                        dag_id=dag_id_for(d.flow), run_id=d.run_id, reason=d.reason, waiting=d.waiting_reason,
                        archive_id=d.archive_id, message_identifier=d.message_identifier,
                        transmission_name=d.transmission_name, extra=d)
             return _render(request, "dossier.html", caller, **ctx)
+
+    # ----------------------------------------------------------------------------------- dossier actions
+    @app.post("/dossiers/{dossier_id}/resoumettre")
+    def ui_resubmit(request: Request, dossier_id: str, caller: CallerDep, csrf: Annotated[str, Form()] = "",
+                    fichier: Annotated[UploadFile | None, File()] = None) -> Response:
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import RESUBMIT, ActionRefused
+
+        def run(d, roles):
+            if fichier is None or not dossier_actions.real_files([fichier]):
+                raise ActionRefused("saisie", "Aucun fichier choisi.", "Choisissez le fichier corrigé puis recommencez.",
+                                    "fichier")
+            return dossier_actions.resubmit(caller, d.id, d.collectivite, d.flow, fichier.filename or "",
+                                            fichier.file, roles)
+
+        return _act(request, caller, dossier_id, csrf, RESUBMIT, run)
+
+    @app.post("/dossiers/{dossier_id}/annuler")
+    def ui_annul(request: Request, dossier_id: str, caller: CallerDep, csrf: Annotated[str, Form()] = "",
+                 motif: Annotated[str, Form()] = "") -> Response:
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import ANNUL
+
+        return _act(request, caller, dossier_id, csrf, ANNUL,
+                    lambda d, roles: dossier_actions.annul(caller, d.id, motif, roles))
+
+    @app.post("/dossiers/{dossier_id}/repondre")
+    def ui_answer(request: Request, dossier_id: str, caller: CallerDep, csrf: Annotated[str, Form()] = "",
+                  reponse: Annotated[str, Form()] = "", motif: Annotated[str, Form()] = "",
+                  fichiers: Annotated[list[UploadFile] | None, File()] = None) -> Response:
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import ANSWER
+
+        code, _, day = reponse.partition("|")  # the form's choice is "<code>|<date of the letter>"
+        files = [(f.filename or "", f.file) for f in dossier_actions.real_files(fichiers)]
+        return _act(request, caller, dossier_id, csrf, ANSWER,
+                    lambda d, roles: dossier_actions.answer(caller, d.id, files, roles, reponse=code, motif=motif,
+                                                            date_courrier=day))
+
+    @app.post("/dossiers/{dossier_id}/relancer")
+    def ui_retry(request: Request, dossier_id: str, caller: CallerDep, csrf: Annotated[str, Form()] = "") -> Response:
+        from demat_airflow.ui import dossier_actions
+        from flows.pipeline.actions import RETRY
+
+        return _act(request, caller, dossier_id, csrf, RETRY, lambda d, roles: dossier_actions.retry(caller, d, roles))
+
+    def _act(request: Request, caller: Caller, dossier_id: str, csrf: str, action: str, run) -> Response:
+        """The common path of a dossier form: CSRF, visibility, early refusal, the action, back to the page."""
+        from demat_airflow.ui import dossier_actions
+        from flows.dossier import queries
+        from flows.pipeline.actions import ActionRefused
+
+        if not csrf_ok(request, caller, csrf):
+            return _render(request, "erreur.html", caller, status_code=403, titre="Formulaire refusé", texte=CSRF_REFUSED)
+        try:
+            with _session() as s:
+                d = queries.get_visible(s, dossier_id, scope=caller.scope_set)
+                if d is None:
+                    return _not_found(request, caller, dossier_id)
+                roles = dossier_actions.precheck(s, caller, d, action)
+            done = run(d, roles)
+        except ActionRefused as exc:
+            return _to_dossier(dossier_id, erreur=f"{exc.message} {exc.fix}")
+        except dossier_actions.AirflowDown as exc:
+            return _to_dossier(dossier_id, erreur=str(exc))
+        return _to_dossier(dossier_id, message=done.message)
 
     @app.get("/dossiers/{dossier_id}/artefacts/{artefact_id}")
     def artefact(dossier_id: str, artefact_id: int, caller: CallerDep, inline: bool = False) -> Response:
@@ -276,6 +348,23 @@ def create_app() -> FastAPI:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+CSRF_REFUSED = ("Formulaire refusé : il a expiré ou vient d'un autre site. Rechargez la page puis recommencez "
+                "(rien n'a été fait).")
+
+
+def _not_found(request: Request, caller: Caller, dossier_id: str) -> HTMLResponse:
+    return _render(request, "erreur.html", caller, status_code=404, titre="Dossier introuvable",
+                   texte=f"Le dossier « {dossier_id} » n'existe pas ou n'est pas visible pour vous.")
+
+
+def _to_dossier(dossier_id: str, **params) -> RedirectResponse:
+    from urllib.parse import quote
+
+    params = {k: v[:1500] for k, v in params.items() if v}
+    query = f"?{urlencode(params)}" if params else ""
+    return RedirectResponse(f"{PREFIX}/dossiers/{quote(dossier_id, safe='')}{query}", status_code=303)
+
+
 def _back(**params) -> RedirectResponse:
     params = {k: v for k, v in params.items() if v}
     return RedirectResponse(f"{PREFIX}/parapheur?{urlencode(params)}", status_code=303)
@@ -296,7 +385,8 @@ def _row(d) -> dict:
                 label=_state_label(d.state, d.flow), objet=d.objet or d.original_name, montant=d.montant,
                 idacte=d.idacte, nomfic=d.nomfic, created_at=d.created_at, updated_at=d.updated_at,
                 name=d.original_name, reason=d.reason, numero=d.numero_interne, siren=d.siren,
-                acknowledged_at=d.acknowledged_at, transmitted_at=d.transmitted_at, archived_at=d.archived_at)
+                acknowledged_at=d.acknowledged_at, transmitted_at=d.transmitted_at, archived_at=d.archived_at,
+                version=d.version, previous_id=d.previous_id)
 
 
 def _parapheur_rows(caller: Caller) -> list[dict]:
