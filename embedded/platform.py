@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from embedded.postgres import EmbeddedPostgres, free_port
-from embedded.watchdog import Watchdog
+from embedded.watchdog import Watchdog, become_subreaper
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -344,7 +344,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
     try:
         log(f"PostgreSQL (embarqué) sur 127.0.0.1:{pg.port}")
         pg.start()
-        pg.ensure_database("airflow")
+        pg.ensure_database("airflow", idle_in_transaction_timeout="2min")
         pg.ensure_database("demat")
         from flows.dossier.db import create_schema
 
@@ -365,6 +365,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         aflog = (layout.state / "airflow-standalone.log").open("ab")
         standalone = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, cwd=REPO,
                                       stdout=aflog, stderr=subprocess.STDOUT, start_new_session=True)
+        become_subreaper()  # a dead scheduler's orphans come back to us (see embedded.watchdog)
         watchdog = Watchdog(VENV_BIN / "airflow", env, REPO, layout.state, port, log=log)
         shown = False
         while not stopping["flag"]:

@@ -162,7 +162,9 @@ class EmbeddedPostgres:
             except (ProcessLookupError, ValueError):
                 pass
 
-    def ensure_database(self, name: str) -> None:
+    def ensure_database(self, name: str, *, idle_in_transaction_timeout: str | None = None) -> None:
+        """Create the database if missing; optionally end sessions left idle inside a transaction
+        (a client killed while its sockets live on in forked children would hold locks forever)."""
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.password,
@@ -173,5 +175,8 @@ class EmbeddedPostgres:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(f'CREATE DATABASE "{name}"')
+                if idle_in_transaction_timeout:
+                    cur.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = %s',
+                                (idle_in_transaction_timeout,))
         finally:
             conn.close()

@@ -10,6 +10,7 @@ task instances are adopted or reset) and by demat's idempotent steps.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +19,24 @@ from pathlib import Path
 import psutil
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+EXECUTOR_WORKER_TITLE = "airflow worker -- LocalExecutor"  # the pool processes a scheduler forks
+ORPHAN_TITLE = "airflow "  # what a dead component's forked children call themselves (workers, serve-logs)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants (the pool workers of a killed scheduler) children of this process.
+
+    Without it they are adopted by init, out of the launcher's sight, and keep the dead
+    scheduler's database connection open (inherited across fork) with its row locks: the new
+    scheduler then skips the locked DAG runs for good.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
 
 
 def airflow_components(root_pid: int, api_port: int) -> dict[str, int]:
@@ -59,8 +78,35 @@ class Watchdog:
         self.restarts: dict[str, int] = {}
         self.recent: dict[str, list[float]] = {}  # restart times, for the backoff of a crash loop
 
+    def reap_orphans(self, root_pid: int) -> list[int]:
+        """Kill what a dead component forked and left behind (its executor pool workers, its log
+        server, adopted by `root_pid` as subreaper: they hold its database connection), and
+        collect the zombies of adopted processes. Returns the pids killed."""
+        ours = {p.pid for p in self.started}
+        killed = []
+        try:
+            children = psutil.Process(root_pid).children()
+        except psutil.NoSuchProcess:
+            return killed
+        for child in children:
+            if child.pid in ours:
+                continue
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
+                elif " ".join(child.cmdline()).startswith(ORPHAN_TITLE):
+                    child.kill()
+                    killed.append(child.pid)
+            except (psutil.Error, ChildProcessError):
+                continue
+        if killed:
+            self.log(f"{len(killed)} processus orphelins d'un composant Airflow arrêté : terminés "
+                     "(ils gardaient sa connexion à la base et ses verrous)")
+        return killed
+
     def check(self, root_pid: int) -> list[str]:
         """Start again what has been gone for `grace` seconds. Returns the names restarted now."""
+        self.reap_orphans(root_pid)
         alive = airflow_components(root_pid, self.api_port)
         now = time.monotonic()
         restarted = []

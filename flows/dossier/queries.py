@@ -228,8 +228,19 @@ def timeline(dossier: Dossier) -> list[TimelineEntry]:
 
 _EVENT_LABELS = {
     "approbation": "Approbation au parapheur",
+    "parapheur_etape": "Étape suivante du parapheur",
+    "alerte_parapheur": "Délai du parapheur dépassé",
     "attente": "En attente",
     "courrier": "Courrier de l'État",
+    "alerte": "Alerte",
+    "nouvelle_version": "Nouvelle version",
+    "version_suivante": "Version corrigée déposée",
+    "resoumission": "Version corrigée annoncée",
+    "resoumission_perdue": "Version corrigée non reçue",
+    "relance": "Relance par un opérateur",
+    "reponse_agent": "Réponse à la préfecture",
+    "reponse_refusee": "Réponse refusée",
+    "annulation_demandee": "Annulation demandée",
 }
 
 

@@ -130,6 +130,13 @@ def _handle_sae(session, store: ArtefactStore, name: str, data: bytes) -> list[s
             service.transition(session, dossier, "archive", actor="SAE", event="ArchiveTransferReply",
                                message=f"Archivé par le SAE (identifiant d'archive : {reply.archive_id}).")
         else:
+            sent = (dossier.extra or {}).get("archive") or {}
+            hint = ""
+            if str(reply.reply_code).startswith("3") and sent.get("archival_agreement"):
+                hint = (f" Accord de versement envoyé : « {sent['archival_agreement']} »"
+                        + (f", profil « {sent['archival_profile']} »" if sent.get("archival_profile") else "")
+                        + " : vérifiez-les avec le service d'archives puis corrigez le profil d'archivage de la "
+                        "collectivité ; un opérateur peut ensuite redéposer le paquet.")
             service.transition(session, dossier, "refuse_sae", actor="SAE", event="ArchiveTransferReply",
-                               message=f"Refusé par le SAE (code {reply.reply_code}) : {reply.reason_fr}")
+                               message=f"Refusé par le SAE (code {reply.reply_code}) : {reply.reason_fr}{hint}")
     return [dossier.id]

@@ -95,6 +95,10 @@ def prepare(settings: Settings, dossier_id: str) -> tuple[str, str] | None:
         art = service.attach(session, store, dossier, kind="seda_package", name=package.name, data=package.data,
                              media_type="application/gzip" if package.name.endswith("gz") else "application/zip")
         dossier.message_identifier = package.message_identifier
+        profile = settings.config.collectivite(dossier.collectivite).archive_profile(dossier.doc_type)
+        # kept to explain a refusal: the SAE names the fault, not the value it refused
+        dossier.extra = {**(dossier.extra or {}), "archive": {
+            "archival_agreement": profile.archival_agreement, "archival_profile": profile.archival_profile}}
         return art.name, art.sha256
 
 

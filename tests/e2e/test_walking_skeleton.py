@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 from datetime import UTC, datetime
 
+import psutil
 import pytest
 import requests
 
@@ -166,31 +168,144 @@ def test_contrat_goes_through_two_visas_then_the_signature(platform):
         "parapheur_4": "skipped", "parapheur_5": "skipped", "sign_and_transmit": "success"}
 
 
-def test_forty_dossiers_at_once_and_no_component_dies(platform):
+def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
+    """The CC's arrêtés are given an archival agreement the SAE does not know: the package is
+    deposited, refused, and the dossier says so (journal, API) in French; nothing is deposited twice."""
+    import shutil
+
+    import yaml
+
+    from flows.actes.generate import generate_acte_zip
+    from simulators.counterparts import Ledger
+
+    config_path = platform.state / "config.yaml"
+    kept = config_path.with_name("config.yaml.kept")
+    shutil.copyfile(config_path, kept)
+    try:
+        data = yaml.safe_load(config_path.read_text())
+        chalosse = next(c for c in data["collectivites"] if c["slug"] == "cc-chalosse-tursan")
+        chalosse["archive"]["arrete"] = {"archival_agreement": "ACCORD-INCONNU-DU-SAE", "dua_years": 5}
+        tmp = config_path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(data, allow_unicode=True))
+        os.replace(tmp, config_path)  # every task reads the configuration afresh
+        config = load_config(config_path)
+        stamp = datetime.now(UTC).strftime("%H%M%S")
+        arrete = generate_acte_zip(collectivite=config.collectivite("cc-chalosse-tursan"), numero=f"SAE{stamp}",
+                                   nature="AR", matiere="6.1", objet="Arrêté de circulation temporaire")
+        sha = _drop(platform, "cc-chalosse-tursan", "actes", f"arrete-sae-{stamp}.zip", arrete)
+        ids = _wait_final(platform, [sha], config, timeout=600)
+    finally:
+        os.replace(kept, config_path)
+    with session_scope(platform.database_url) as session:
+        d = service.get(session, ids[sha])
+        assert d.state == "refuse_sae", (d.state, d.reason)
+        assert "ACCORD-INCONNU-DU-SAE" in d.reason and "inconnu" in d.reason
+        package = service.artefact(d, "seda_package").name
+        assert {"seda_package", "sae_reply"} <= {a.kind for a in d.artefacts}
+    assert Ledger(platform.state / "simulators" / "sae" / "ledger.sqlite").count(package) == 1
+    token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
+        "username": "agent.chalosse", "password": platform.secrets["passwords"]["agent.chalosse"]}).json()["access_token"]
+    seen = requests.get(f"{platform.base_url}/demat/api/v1/dossiers/{ids[sha]}",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=20).json()
+    assert seen["libelle"] == "Refusé par le SAE" and seen["final"] is True
+    assert "ACCORD-INCONNU-DU-SAE" in seen["motif"]
+
+
+def _kill_task_process(platform, token: str, task_ids: set[str]) -> str | None:
+    """kill -9 the running task process of one of `task_ids` (its title is "airflow worker -- <ti id>")."""
+    r = requests.get(f"{platform.base_url}/api/v2/dags/~/dagRuns/~/taskInstances", params={"state": "running"},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    running = {t["id"]: t["task_id"] for t in r.json().get("task_instances", []) if t["task_id"] in task_ids}
+    for proc in psutil.Process(platform.proc.pid).children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        for ti_id, task_id in running.items():
+            if f"airflow worker -- {ti_id}" in title:
+                proc.kill()
+                return task_id
+    return None
+
+
+def _kill_component(platform, name: str) -> None:
+    """kill -9 an Airflow component, then wait for the launcher's watchdog to start it again."""
+    old = platform.airflow_processes()[name]
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 180
+    while platform.airflow_processes().get(name) in (None, old):
+        assert time.monotonic() < deadline, f"{name} was not restarted after kill -9"
+        time.sleep(1)
+
+
+def test_fifty_dossiers_survive_kill_9_of_triggerer_scheduler_and_tasks(platform):
+    """A batch of 50 dossiers of both flows, while the triggerer (claiming files), the scheduler and
+    task processes (transmission, collection and deposit) are killed with SIGKILL: every dossier
+    ends archived, each transmitted and archived exactly once (counted by the counterparts), and the
+    journal has neither gap nor repeated step."""
     from flows.actes.generate import generate_acte_zip
     from flows.helios.generate import generate_pes
+    from simulators.counterparts import Ledger
 
     config = load_config(platform.state / "config.yaml")
-    before = platform.airflow_processes()
-    assert set(before) == {"scheduler", "dag-processor", "triggerer", "api-server"}, before
-    shas = []
+    assert set(platform.airflow_processes()) == {"scheduler", "dag-processor", "triggerer", "api-server"}
+    token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
+        "username": "admin", "password": platform.secrets["passwords"]["admin"]}).json()["access_token"]
     stamp = datetime.now(UTC).strftime("%H%M%S")
-    for i in range(40):
+    files = []
+    for i in range(50):
         coll = config.collectivites[i % 2]
-        if i % 10 >= 3:  # 28 actes and 12 PES: both flows, bounded CI time (each PES runs the GX tiers suite)
-            data = generate_acte_zip(collectivite=coll, numero=f"L{stamp}{i:02d}", nature="AR", matiere="6.1",
+        if i % 10 >= 3:  # 35 actes and 15 PES: both flows, bounded CI time (each PES runs the GX tiers suite)
+            data = generate_acte_zip(collectivite=coll, numero=f"K{stamp}{i:02d}", nature="AR", matiere="6.1",
                                      objet=f"Arrêté de charge {i}")
-            shas.append(_drop(platform, coll.slug, "actes", f"arrete-{i}.zip", data))
+            files.append((coll.slug, "actes", f"arrete-{i}.zip", data))
         else:
             data = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
-                                codbud=coll.helios.codbud, nomfic=f"PES_LOAD_{stamp}_{i:02d}", seed=i)
-            shas.append(_drop(platform, coll.slug, "helios", f"pes-{i}.xml", data))
-    ids = _wait_final(platform, shas, config, timeout=900)
+                                codbud=coll.helios.codbud, nomfic=f"PES_KILL_{stamp}_{i:02d}", seed=i)
+            files.append((coll.slug, "helios", f"pes-{i}.xml", data))
+    shas = [_drop(platform, *f) for f in files[:25]]
+    _kill_component(platform, "triggerer")  # while it claims the first half
+    shas += [_drop(platform, *f) for f in files[25:]]
+
+    signers = _signers(platform, config)
+    killed: list[str] = []
+    targets = [{"sign_and_transmit"}, {"collect_and_deposit"}, {"sign_and_transmit"}, {"collect_and_deposit"}]
+    scheduler_killed = False
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        for s in signers:
+            try:
+                answer_all(s)
+            except requests.RequestException:
+                pass  # the API server is busy: next round
+        with session_scope(platform.database_url) as session:
+            found = [service.by_sha(session, sha) for sha in shas]
+            states_now = [d.state if d else "absent" for d in found]
+        if targets and (task := _kill_task_process(platform, token, targets[0])):
+            killed.append(task)
+            targets.pop(0)
+        if not scheduler_killed and states_now.count("transmis") + states_now.count("acquitte") >= 5:
+            _kill_component(platform, "scheduler")
+            scheduler_killed = True
+        if all(s == "archive" for s in states_now):
+            break
+        time.sleep(1)
+    assert all(s == "archive" for s in states_now), {s: states_now.count(s) for s in set(states_now)}
+    assert scheduler_killed and killed, f"the faults were not all injected: scheduler={scheduler_killed}, tasks={killed}"
+
+    ledgers = {cp: Ledger(platform.state / "simulators" / cp / "ledger.sqlite") for cp in ("prefecture", "dgfip", "sae")}
+    expected = ["recu", "valide", "au_parapheur", "signe", "transmis", "acquitte", "depose_sae", "archive"]
     with session_scope(platform.database_url) as session:
-        finals = [service.get(session, i).state for i in ids.values()]
-    assert finals == ["archive"] * 40
-    after = platform.airflow_processes()
-    assert after == before, f"an Airflow component died or restarted: {before} -> {after}"
+        for sha in shas:
+            d = service.by_sha(session, sha)
+            counterpart = "prefecture" if d.flow == "actes" else "dgfip"
+            assert ledgers[counterpart].count(d.transmission_name) == 1, d.id
+            package = service.artefact(d, "seda_package")
+            assert ledgers["sae"].count(package.name) == 1, d.id
+            assert [e.state_to for e in d.journal if e.state_to] == expected, d.id
+        assert verify_chain(session).ok
+    restarts = (platform.state / "launcher.log").read_text(errors="replace")
+    assert "« triggerer » arrêté" in restarts and "« scheduler » arrêté" in restarts
     health = requests.get(f"{platform.base_url}/api/v2/monitor/health", timeout=10).json()
     for component in ("scheduler", "triggerer", "dag_processor"):
         assert health[component]["status"] == "healthy", health

@@ -2,7 +2,7 @@
 
 We call the API server's public endpoints with the caller's own JWT, so Airflow applies its
 authorization (assigned users, DAG access) and its HITL resume logic exactly as for the REST
-PATCH .../taskInstances/parapheur/-1/hitlDetails: the dossier's run moves on by the same path.
+PATCH .../taskInstances/parapheur_<n>/-1/hitlDetails: the dossier's run moves on by the same path.
 """
 
 from __future__ import annotations

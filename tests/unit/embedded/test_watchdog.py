@@ -65,3 +65,38 @@ def test_a_crash_loop_backs_off(tmp_path):
         assert 2 <= dog.restarts["scheduler"] <= 4
     finally:
         dog.stop(grace=2)
+
+
+LAUNCHER = r'''
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+from embedded.watchdog import EXECUTOR_WORKER_TITLE, Watchdog, become_subreaper
+assert become_subreaper()
+# a "scheduler" that forks an executor pool worker and a log server, then is killed with SIGKILL
+scheduler = subprocess.Popen([sys.executable, "-c", (
+    "import subprocess, sys, time\n"
+    f"for title in ({EXECUTOR_WORKER_TITLE + ': <idle>'!r}, 'airflow serve-logs'):\n"
+    "    subprocess.Popen([title, '-c', 'import time; time.sleep(600)'], executable=sys.executable)\n"
+    "time.sleep(600)\n")])
+time.sleep(1.5)
+os.kill(scheduler.pid, signal.SIGKILL)
+scheduler.wait()
+time.sleep(0.5)
+dog = Watchdog(Path(sys.executable), dict(os.environ), Path.cwd(), Path.cwd(), api_port=1, log=print)
+killed = dog.reap_orphans(os.getpid())
+time.sleep(0.5)
+dog.reap_orphans(os.getpid())  # collects the zombie
+left = [p for p in __import__("psutil").Process().children() if p.status() != "zombie"]
+print(json.dumps({"killed": len(killed), "left": len(left)}))
+'''
+
+
+def test_a_dead_schedulers_executor_workers_are_reaped():
+    """Orphaned pool workers would keep the dead scheduler's database connection and row locks."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", LAUNCHER], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"killed": 2, "left": 0}
+    assert "processus orphelins d'un composant Airflow arrêté" in out.stdout
