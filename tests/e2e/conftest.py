@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,15 @@ class Platform:
         from embedded.postgres import EmbeddedPostgres
 
         return EmbeddedPostgres(self.state / "postgres", port=int((self.state / "postgres.port").read_text())).url("demat")
+
+    def drop(self, coll: str, flow: str, name: str, data: bytes) -> str:
+        """Drop a file into an inbox as an agent's software would (written beside, then renamed),
+        and return its sha256 (what the dossier is found by)."""
+        folder = self.state / "inbox" / coll / flow
+        tmp = folder / f".{name}.part"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+        return hashlib.sha256(data).hexdigest()
 
     def airflow_processes(self) -> dict[str, int]:
         """Airflow components alive under this platform (descendants of its launcher), by name."""

@@ -6,7 +6,6 @@ transmission (6-1) through the annulation DAG and the ARAnnulation (6-2) marks i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.e2e
 # seconds for the whole scenario, platform start excluded: about 2.5 min on an idle machine (acte
 # pipeline, 3-1 after 5 s, answer, 3-5, 6-1, 6-2); the margin is for a loaded CI runner
 BUDGET = float(os.environ.get("DEMAT_E2E_ANSWERS_BUDGET", "360"))
-
-
-def _drop_acte(platform, coll: str, name: str, data: bytes) -> str:
-    folder = platform.state / "inbox" / coll / "actes"
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / name)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _trigger(platform, dag_id: str, conf: dict | None = None) -> str:
@@ -74,7 +65,7 @@ def test_demande_de_pieces_answered_and_acknowledged_then_annulation(platform):
     stamp = datetime.now(UTC).strftime("%H%M%S")
     acte = generate_acte_zip(collectivite=coll, numero=f"REP{stamp}", nature="DE", matiere="5.2",
                              objet="Délibération soumise à pièces complémentaires [simulateur:3-1]")
-    sha = _drop_acte(platform, coll.slug, f"acte-reponse-{stamp}.zip", acte)
+    sha = platform.drop(coll.slug, "actes", f"acte-reponse-{stamp}.zip", acte)
 
     def approve():
         for s in signers:

@@ -8,8 +8,6 @@ agent got no digest in the last hour; if every one did, the hold itself is what 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -23,14 +21,6 @@ from flows.dossier.db import session_scope
 from simulators.smtpsink import read_mails
 
 pytestmark = pytest.mark.e2e
-
-
-def _drop(platform, coll: str, flow: str, name: str, data: bytes) -> str:
-    folder = platform.state / "inbox" / coll / flow
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / name)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _last_digest(url: str, address: str) -> datetime | None:
@@ -51,7 +41,7 @@ def test_refused_pes_reaches_the_agent_by_mail(platform):
     stamp = datetime.now(UTC).strftime("%H%M%S%f")
     bad = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                        codbud=coll.helios.codbud, nomfic=f"PES_ALERTE_{stamp}", defects=("bad_iban",))
-    sha = _drop(platform, coll.slug, "helios", f"pes-alerte-{stamp}.xml", bad)
+    sha = platform.drop(coll.slug, "helios", f"pes-alerte-{stamp}.xml", bad)
 
     deadline = time.monotonic() + 420
     dossier_id = mail = None

@@ -109,20 +109,19 @@ def test_zz_no_secret_in_logs_or_artefacts(platform):
     from flows.actes.generate import generate_acte_zip
     from flows.config import load_config
     from flows.helios.generate import generate_pes
-    from tests.e2e.test_walking_skeleton import _drop
 
     config = load_config(platform.state / "config.yaml")
     coll = config.collectivite("saint-sever")
     stamp = datetime.now(UTC).strftime("%H%M%S%f")
     shas = [
-        _drop(platform, coll.slug, "helios", f"pes-secret-{stamp}.xml",
-              generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
-                           codbud=coll.helios.codbud, nomfic=f"PES_SEC_{stamp}"[:30])),
-        _drop(platform, coll.slug, "actes", f"acte-secret-{stamp}.zip",
-              generate_acte_zip(collectivite=coll, numero=f"SEC{stamp}"[:15])),
-        _drop(platform, coll.slug, "helios", f"pes-secret-ko-{stamp}.xml",
-              generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
-                           codbud=coll.helios.codbud, nomfic=f"PES_SECKO_{stamp}"[:30], defects=("bad_iban",))),
+        platform.drop(coll.slug, "helios", f"pes-secret-{stamp}.xml",
+                      generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
+                                   codbud=coll.helios.codbud, nomfic=f"PES_SEC_{stamp}"[:30])),
+        platform.drop(coll.slug, "actes", f"acte-secret-{stamp}.zip",
+                      generate_acte_zip(collectivite=coll, numero=f"SEC{stamp}"[:15])),
+        platform.drop(coll.slug, "helios", f"pes-secret-ko-{stamp}.xml",
+                      generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
+                                   codbud=coll.helios.codbud, nomfic=f"PES_SECKO_{stamp}"[:30], defects=("bad_iban",))),
     ]
     _wait_final_tolerant(platform, shas, config, timeout=900)
 

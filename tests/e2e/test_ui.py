@@ -7,8 +7,6 @@ Screenshots of every page land in test-artifacts/ for review.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,14 +37,6 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
-
-
-def _drop(platform, coll: str, flow: str, name: str, data: bytes) -> str:
-    folder = platform.state / "inbox" / coll / flow
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / name)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _wait_dossiers(platform, shas: list[str], state: str, timeout: float) -> dict[str, str]:
@@ -92,7 +82,7 @@ def test_official_approves_several_pes_in_one_action_and_follows_them(platform, 
         pes = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                            codbud=coll.helios.codbud, nomfic=f"PES_UI_{stamp}_{i}", n_bordereaux=BORDEREAUX_PER_FILE,
                            pieces_per_bordereau=2, seed=100 + i)
-        shas.append(_drop(platform, coll.slug, "helios", f"pes-ui-{stamp}-{i}.xml", pes))
+        shas.append(platform.drop(coll.slug, "helios", f"pes-ui-{stamp}-{i}.xml", pes))
     ids = _wait_dossiers(platform, shas, "au_parapheur", timeout=300)
     _approve_in_parapheur_and_follow(platform, browser, set(ids.values()), nomfic_prefix=f"PES_UI_{stamp}")
 

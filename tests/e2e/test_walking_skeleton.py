@@ -4,7 +4,6 @@ through the REST API as an official would, and must end archived (or refused, wi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
@@ -21,14 +20,6 @@ from flows.dossier.journal import verify_chain
 from simulators.signer import REJECT, AirflowClient, answer_all
 
 pytestmark = pytest.mark.e2e
-
-
-def _drop(platform, coll: str, flow: str, name: str, data: bytes) -> str:
-    folder = platform.state / "inbox" / coll / flow
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / name)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _signers(platform, config):
@@ -70,9 +61,9 @@ def test_acte_and_pes_end_archived_and_invalid_refused(platform):
                        codbud=coll.helios.codbud, nomfic=f"PES_E2E_{stamp}", n_bordereaux=2)
     bad = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                        codbud=coll.helios.codbud, nomfic=f"PES_E2E_KO_{stamp}", defects=("bad_iban",))
-    sha_acte = _drop(platform, coll.slug, "actes", f"acte-{stamp}.zip", acte)
-    sha_pes = _drop(platform, coll.slug, "helios", f"pes-{stamp}.xml", pes)
-    sha_bad = _drop(platform, coll.slug, "helios", f"pes-ko-{stamp}.xml", bad)
+    sha_acte = platform.drop(coll.slug, "actes", f"acte-{stamp}.zip", acte)
+    sha_pes = platform.drop(coll.slug, "helios", f"pes-{stamp}.xml", pes)
+    sha_bad = platform.drop(coll.slug, "helios", f"pes-ko-{stamp}.xml", bad)
     ids = _wait_final(platform, [sha_acte, sha_pes, sha_bad], config, timeout=600)
 
     with session_scope(platform.database_url) as session:
@@ -119,7 +110,7 @@ def test_parapheur_rejection_stops_the_dossier_with_who_and_why(platform):
     stamp = datetime.now(UTC).strftime("%H%M%S%f")
     pes = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                        codbud=coll.helios.codbud, nomfic=f"PES_REJ_{stamp}", seed=7)
-    sha = _drop(platform, coll.slug, "helios", f"pes-rej-{stamp}.xml", pes)
+    sha = platform.drop(coll.slug, "helios", f"pes-rej-{stamp}.xml", pes)
     ids = _wait_final(platform, [sha], config, timeout=300, decide=lambda d: (REJECT, "Montant du mandat 12 erroné"))
     with session_scope(platform.database_url) as session:
         d = service.get(session, ids[sha])
@@ -141,8 +132,8 @@ def test_contrat_goes_through_two_visas_then_the_signature(platform):
     contrat = generate_acte_zip(collectivite=coll, numero=f"CTR{stamp}", nature="CC", matiere="1.1",
                                 objet="Convention de mise à disposition de personnel")
     deliberation = generate_acte_zip(collectivite=coll, numero=f"DEL{stamp}", nature="DE", matiere="5.2")
-    sha = _drop(platform, coll.slug, "actes", f"contrat-{stamp}.zip", contrat)
-    sha_de = _drop(platform, coll.slug, "actes", f"deliberation-{stamp}.zip", deliberation)
+    sha = platform.drop(coll.slug, "actes", f"contrat-{stamp}.zip", contrat)
+    sha_de = platform.drop(coll.slug, "actes", f"deliberation-{stamp}.zip", deliberation)
     ids = _wait_final(platform, [sha, sha_de], config, timeout=600)
     with session_scope(platform.database_url) as session:
         d = service.get(session, ids[sha])
@@ -192,7 +183,7 @@ def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
         stamp = datetime.now(UTC).strftime("%H%M%S")
         arrete = generate_acte_zip(collectivite=config.collectivite("cc-chalosse-tursan"), numero=f"SAE{stamp}",
                                    nature="AR", matiere="6.1", objet="Arrêté de circulation temporaire")
-        sha = _drop(platform, "cc-chalosse-tursan", "actes", f"arrete-sae-{stamp}.zip", arrete)
+        sha = platform.drop("cc-chalosse-tursan", "actes", f"arrete-sae-{stamp}.zip", arrete)
         ids = _wait_final(platform, [sha], config, timeout=600)
     finally:
         os.replace(kept, config_path)
@@ -263,9 +254,9 @@ def test_fifty_dossiers_survive_kill_9_of_triggerer_scheduler_and_tasks(platform
             data = generate_pes(siret=coll.siret, idpost=coll.helios.idpost, codcol=coll.helios.codcol,
                                 codbud=coll.helios.codbud, nomfic=f"PES_KILL_{stamp}_{i:02d}", seed=i)
             files.append((coll.slug, "helios", f"pes-{i}.xml", data))
-    shas = [_drop(platform, *f) for f in files[:25]]
+    shas = [platform.drop(*f) for f in files[:25]]
     _kill_component(platform, "triggerer")  # while it claims the first half
-    shas += [_drop(platform, *f) for f in files[25:]]
+    shas += [platform.drop(*f) for f in files[25:]]
 
     signers = _signers(platform, config)
     killed: list[str] = []
