@@ -41,3 +41,17 @@ def demat_db(pg_server, request):
     url = pg_server.url(name)
     create_schema(url)
     return url
+
+
+@pytest.fixture
+def demo_settings(tmp_path, demat_db):
+    """Settings on the demo configuration, a fresh demat database and an empty state with its inboxes."""
+    from flows.pipeline import inbox
+    from flows.settings import REPO, Settings
+
+    state = tmp_path / "state"
+    s = Settings(state_dir=state, config_path=REPO / "flows" / "config" / "demo.yaml", database_url=demat_db,
+                 store_root=str(state / "store"), inbox_root=state / "inbox", pki_dir=state / "pki",
+                 reference_dir=tmp_path)
+    inbox.ensure_layout(s.inbox_root, [c.slug for c in s.config.collectivites])
+    return s

@@ -22,10 +22,10 @@ from flows.dossier.db import session_scope
 from flows.dossier.journal import verify_chain
 from flows.dossier.store import ArtefactStore
 from flows.pipeline import actions as A
-from flows.pipeline import answers, inbox
+from flows.pipeline import answers
 from flows.pipeline.ingest import sweep
 from flows.pipeline.prefecture import handle_prefecture_reply
-from flows.settings import REPO, Settings
+from flows.settings import Settings
 from flows.transport.local import LocalEndpoint
 
 COLL = "saint-sever"
@@ -39,13 +39,8 @@ OPERATOR = frozenset({A.OPERATOR})
 
 
 @pytest.fixture
-def settings(tmp_path, demat_db) -> Settings:
-    state = tmp_path / "state"
-    s = Settings(state_dir=state, config_path=REPO / "flows" / "config" / "demo.yaml", database_url=demat_db,
-                 store_root=str(state / "store"), inbox_root=state / "inbox", pki_dir=state / "pki",
-                 reference_dir=tmp_path)
-    inbox.ensure_layout(s.inbox_root, [c.slug for c in s.config.collectivites])
-    return s
+def settings(demo_settings) -> Settings:
+    return demo_settings
 
 
 @pytest.fixture

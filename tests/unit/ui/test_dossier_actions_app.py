@@ -18,9 +18,8 @@ from flows.actes.pdf import minimal_pdf
 from flows.dossier import service
 from flows.dossier.db import session_scope
 from flows.dossier.store import ArtefactStore
-from flows.pipeline import inbox
 from flows.pipeline.prefecture import handle_prefecture_reply
-from flows.settings import REPO, Settings
+from flows.settings import Settings
 
 COLL = "saint-sever"
 IDACTE = "040-214002933-20261120-DEL42-DE"
@@ -28,13 +27,8 @@ PDF = minimal_pdf("Réponse de la commune", "Pièces")
 
 
 @pytest.fixture
-def settings(tmp_path, demat_db) -> Settings:
-    state = tmp_path / "state"
-    s = Settings(state_dir=state, config_path=REPO / "flows" / "config" / "demo.yaml", database_url=demat_db,
-                 store_root=str(state / "store"), inbox_root=state / "inbox", pki_dir=state / "pki",
-                 reference_dir=tmp_path)
-    inbox.ensure_layout(s.inbox_root, [c.slug for c in s.config.collectivites])
-    return s
+def settings(demo_settings) -> Settings:
+    return demo_settings
 
 
 @pytest.fixture
