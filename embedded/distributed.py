@@ -40,6 +40,7 @@ from embedded.platform import (
     airflow_env,
     api_ready,
     log,
+    platform_users,
     prepare_state,
     read_endpoints,
 )
@@ -397,6 +398,39 @@ def write_connections(payloads: dict[str, dict]) -> None:
                                    port=fields_["port"], login=fields_["login"], extra=json.dumps(fields_["extra"])))
 
 
+FAB_ROLES = {"admin": "Admin", "op": "Op", "user": "User", "viewer": "Viewer"}
+
+
+def ensure_fab_users(layout: Layout) -> list[str]:
+    """Create the FAB users of the configuration (agents, officials, VISA respondents, operators).
+
+    The compose deployment runs Airflow's FAB auth manager: its users live in the metadata
+    database, not in a file as with the simple auth manager. Passwords are generated once into the
+    state's secrets.json (0600), never printed nor passed on a command line. Existing users are
+    left as they are (an operator may have changed their password or role). Returns those created.
+    """
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    from flows.config import load_config
+
+    config = load_config(layout.config)
+    emails = {**config.emails, **{u: a for c in config.collectivites for u, a in c.emails.items()}}
+    passwords = _secret_store(layout)["passwords"]
+    created = []
+    with get_application_builder() as appbuilder:
+        sm = appbuilder.sm
+        for user, (role, label) in platform_users(layout).items():
+            if sm.find_user(username=user):
+                continue
+            first, _, last = label.partition(",")
+            added = sm.add_user(user, user, (last or first).strip()[:60] or user, emails.get(user, f"{user}@demat.invalid"),
+                                sm.find_role(FAB_ROLES[role]), passwords[user])
+            if not added:
+                raise RuntimeError(f"utilisateur {user} non créé dans Airflow (FAB)")
+            created.append(user)
+    return created
+
+
 def init(argv: list[str] | None = None) -> int:
     """Idempotent: demat's database and schema, state folders, demo PKI, counterpart Connections."""
     from flows.dossier.db import create_schema
@@ -414,6 +448,10 @@ def init(argv: list[str] | None = None) -> int:
     config_source = settings.config_path
     prepare_state(layout, config_source)
     log(f"état : {layout.state} (boîtes de dépôt, PKI de démonstration si absente)")
+    if "FabAuthManager" in os.environ.get("AIRFLOW__CORE__AUTH_MANAGER", ""):
+        created = ensure_fab_users(layout)
+        log(f"utilisateurs Airflow (FAB) créés : {', '.join(created) or 'aucun (déjà présents)'} ; "
+            f"mots de passe dans {layout.secrets_file}")
     endpoints_file = os.environ.get("DEMAT_ENDPOINTS", str(layout.sims / "endpoints.json"))
     if endpoints_file and Path(endpoints_file).exists():
         endpoints = read_endpoints(layout) if Path(endpoints_file) == layout.sims / "endpoints.json" else \
