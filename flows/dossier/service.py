@@ -174,3 +174,15 @@ def link_previous(session: Session, dossier: Dossier, previous: Dossier, *, acto
          message=f"Une version corrigée a été déposée : dossier {dossier.id} ({dossier.original_name}).",
          details={"next_id": dossier.id})
     return True
+
+
+def wait(session: Session, dossier: Dossier, reason: str, *, details: dict | None = None) -> bool:
+    """Say why the dossier is waiting (a counterpart down...), journaled once per distinct reason.
+
+    The reason is cleared by the next transition. Returns True when it was new.
+    """
+    if dossier.waiting_reason == reason:
+        return False
+    dossier.waiting_reason = reason
+    note(session, dossier, event="attente", message=reason, details=details)
+    return True

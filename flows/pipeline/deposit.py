@@ -16,7 +16,9 @@ from flows.dossier import service, states
 from flows.dossier.db import session_scope
 from flows.dossier.models import Dossier
 from flows.dossier.store import ArtefactStore
+from flows.pipeline.send import upload_recorded
 from flows.settings import Settings
+from flows.transport.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +109,7 @@ def deposit_one(settings: Settings, dossier_id: str, endpoint_factory, upload_di
     if prepared is None:
         return False
     name, sha = prepared
-    data = ArtefactStore(settings.store_root).get(sha)
-    with endpoint_factory("sae") as ep:
-        uploaded = ep.upload_atomic(upload_dir, name, data)
+    uploaded = upload_recorded(settings, dossier_id, "sae", endpoint_factory, upload_dir, name, sha)
     with session_scope(settings.database_url) as session:
         dossier = service.get(session, dossier_id, for_update=True)
         if dossier.state == "acquitte":
@@ -132,7 +132,14 @@ def deposit_ready(settings: Settings, endpoint_factory, upload_dir: str = "depot
             .order_by(Dossier.acknowledged_at).limit(limit)
         ).scalars().all()
     done = []
-    for dossier_id in ids:
-        if deposit_one(settings, dossier_id, endpoint_factory, upload_dir):
-            done.append(dossier_id)
+    for i, dossier_id in enumerate(ids):
+        try:
+            if deposit_one(settings, dossier_id, endpoint_factory, upload_dir):
+                done.append(dossier_id)
+        except TransientError as exc:  # the SAE is unreachable: every dossier still to deposit waits for it
+            with session_scope(settings.database_url) as session:
+                for other in ids[i + 1:]:
+                    service.wait(session, service.get(session, other, for_update=True),
+                                 f"Dépôt au SAE en attente : {exc}. Nouvel essai automatique.")
+            raise
     return done

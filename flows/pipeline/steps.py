@@ -21,6 +21,7 @@ from flows.dossier.models import Dossier, EnvelopeSerial
 from flows.dossier.store import ArtefactStore
 from flows.findings import Report
 from flows.pipeline import inbox
+from flows.pipeline.send import upload_recorded
 from flows.settings import Settings
 
 NATURE_DOC_TYPES = {"DE": "deliberation", "AR": "arrete", "AI": "arrete", "CC": "contrat", "BF": "budget", "AU": "autre"}
@@ -470,9 +471,7 @@ def transmit(settings: Settings, dossier_id: str, endpoint_factory, upload_dir: 
         return StepOutcome(dossier_id, state, True)
     name, sha = prepared
     counterpart = "prefecture" if flow == "actes" else "dgfip"
-    data = ArtefactStore(settings.store_root).get(sha)
-    with endpoint_factory(counterpart) as ep:
-        uploaded = ep.upload_atomic(upload_dir, name, data)
+    uploaded = upload_recorded(settings, dossier_id, counterpart, endpoint_factory, upload_dir, name, sha)
     return mark_transmitted(settings, dossier_id, already_there=not uploaded, counterpart=counterpart)
 
 

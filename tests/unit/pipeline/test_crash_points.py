@@ -316,3 +316,67 @@ def test_crash_after_writing_the_refusal_before_commit(tmp_path, demat_db, monke
         assert verify_chain(session).ok
     # the retry may write the refusal a second time (same second: same name, overwritten)
     print(f"\n[crash] refus après écriture, avant commit : {len(originals)} copie(s) dans rejetes/")
+
+
+def test_counterparts_down_or_hanging_make_dossiers_wait_with_the_reason(platform):
+    """The DGFiP refuses connections, the préfecture accepts then never answers, the SAE is down:
+    each send fails as transient (the task's retries take over), the dossier says in French what
+    it waits for (journaled once per reason), nothing is sent; once they are back every dossier
+    goes on, each sent exactly once, and the waiting reason is gone."""
+    from flows.transport.errors import TransientError
+
+    settings, sims, connect = platform
+
+    def factory(name: str) -> SftpEndpoint:
+        ep = connect(name)
+        ep.timeout = 3  # a hanging gateway costs seconds, not minutes
+        return ep
+
+    def waiting(dossier_id: str) -> tuple[str | None, int]:
+        with session_scope(settings.database_url) as s:
+            d = service.get(s, dossier_id)
+            return d.waiting_reason, sum(1 for e in d.journal if e.event == "attente")
+
+    _drop(settings)
+    ids = {s.flow: s.dossier_id for s in ingest.sweep(settings, min_age=1.0)}
+    for dossier_id in ids.values():
+        steps.validate(settings, dossier_id)
+        _approve(settings, dossier_id)
+    down = sims.counterparts["dgfip"].root / "DOWN"
+    hang = sims.counterparts["prefecture"].root / "HANG"
+    down.touch()
+    hang.touch()
+    for _ in range(2):  # two retries of the task
+        for dossier_id in ids.values():
+            with pytest.raises(TransientError):
+                steps.transmit(settings, dossier_id, factory, "/depot")
+    reason, notes = waiting(ids["helios"])
+    assert reason.startswith("Envoi à la DGFiP (Hélios) en attente") and "Nouvel essai automatique" in reason
+    assert notes == 1, "journaled once per reason, not once per retry"
+    assert waiting(ids["actes"])[0].startswith("Envoi à la préfecture (@ctes) en attente")
+    down.unlink()
+    hang.unlink()
+    for dossier_id in ids.values():
+        assert steps.transmit(settings, dossier_id, factory, "/depot").state == "transmis"
+        assert waiting(dossier_id)[0] is None
+    _poll(sims)
+    for cp in ("dgfip", "prefecture"):
+        collect_mod.collect(settings, cp, factory, "/retour")
+
+    sae_down = sims.counterparts["sae"].root / "DOWN"
+    sae_down.touch()
+    with pytest.raises(TransientError):
+        deposit.deposit_ready(settings, factory, "/depot")
+    for dossier_id in ids.values():  # the first one failed, the other waits for the same SAE
+        assert "SAE en attente" in waiting(dossier_id)[0]
+    sae_down.unlink()
+    assert sorted(deposit.deposit_ready(settings, factory, "/depot")) == sorted(ids.values())
+    _poll(sims)
+    with session_scope(settings.database_url) as s:
+        for dossier_id in ids.values():
+            d = service.get(s, dossier_id)
+            assert d.state == "depose_sae" and d.waiting_reason is None
+            counterpart = "prefecture" if d.flow == "actes" else "dgfip"
+            assert sims.counterparts[counterpart].ledger.count(d.transmission_name) == 1
+            assert sims.counterparts["sae"].ledger.count(service.artefact(d, "seda_package").name) == 1
+        assert verify_chain(s).ok
