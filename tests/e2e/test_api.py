@@ -112,7 +112,7 @@ def test_vendor_submits_acte_and_pes_and_follows_them(platform):
         codes = [e["etat"] for e in state["historique"] if e["etat"]]
         assert codes[:5] == ["recu", "valide", "au_parapheur", "signe", "transmis"], codes
         history = vendor.session.get(vendor.url(f"/dossiers/{dossier_id}/historique"), timeout=20).json()
-        assert any(e["acteur"] == "maire.saintsever" and "Approuvé" in e["message"] for e in history)
+        assert any(e["acteur"] == "maire.saintsever" and "Signature accordée" in e["message"] for e in history)
         assert all(e["libelle"] and e["message"] for e in history)
     assert state["nomfic"] == f"PES_API_{stamp}"
 
