@@ -242,8 +242,8 @@ class Cluster:
     def start(self, workers: int = 2, timeout: float = 240) -> Cluster:
         t0 = time.monotonic()
         (self.state / "logs").mkdir(parents=True, exist_ok=True)
-        secrets_ = _secret_store(self.layout)
         prepare_state(self.layout, self.config_source)
+        secrets_ = _secret_store(self.layout)  # the logins come from the configuration
         self.pg.start()
         self.pg.ensure_database("airflow")
         self.redis.start()
