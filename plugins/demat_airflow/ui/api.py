@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from datetime import date as Day
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
@@ -172,6 +172,9 @@ async def api_caller(request: Request,
 
 
 ApiCaller = Annotated[Caller, Depends(api_caller)]
+# what flows.dossier.service.dossier_id_for produces: collectivité-flux-AAAAMMJJ-empreinte
+DossierId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$", max_length=80,
+                                description="Identifiant du dossier, ex. saint-sever-actes-20261125-3f2a9c1b0d")]
 
 
 async def api_writer(request: Request,
@@ -355,7 +358,7 @@ def create_api() -> FastAPI:
 
     @api.get("/dossiers/{dossier_id}", response_model=DossierEtat, responses=ERRORS,
              summary="État d'un dossier, avec son historique")
-    def dossier_state(dossier_id: str, caller: ApiCaller,
+    def dossier_state(dossier_id: DossierId, caller: ApiCaller,
                       historique: Annotated[bool, Query(description="Inclure l'historique")] = True) -> DossierEtat:
         from flows.dossier.db import session_scope
 
@@ -364,7 +367,7 @@ def create_api() -> FastAPI:
 
     @api.get("/dossiers/{dossier_id}/historique", response_model=list[Evenement], responses=ERRORS,
              summary="Historique (journal) d'un dossier")
-    def dossier_history(dossier_id: str, caller: ApiCaller) -> list[Evenement]:
+    def dossier_history(dossier_id: DossierId, caller: ApiCaller) -> list[Evenement]:
         from flows.dossier.db import session_scope
 
         with session_scope(_settings().database_url) as s:
@@ -372,7 +375,7 @@ def create_api() -> FastAPI:
 
     @api.get("/dossiers/{dossier_id}/accuse", responses=ERRORS | {200: {"content": {"application/xml": {}}}},
              response_class=Response, summary="Accusé de réception de l'État (ARActe ou PES_ACQUIT)")
-    def acknowledgment(dossier_id: str, caller: ApiCaller) -> Response:
+    def acknowledgment(dossier_id: DossierId, caller: ApiCaller) -> Response:
         from flows.dossier import queries
         from flows.dossier.db import session_scope
         from flows.dossier.store import ArtefactStore
@@ -394,7 +397,7 @@ def create_api() -> FastAPI:
 
     @api.get("/dossiers/{dossier_id}/archive", response_model=Archive, responses=ERRORS,
              summary="Identifiant d'archivage au SAE")
-    def archive(dossier_id: str, caller: ApiCaller) -> Archive:
+    def archive(dossier_id: DossierId, caller: ApiCaller) -> Archive:
         from flows.dossier.db import session_scope
 
         with session_scope(_settings().database_url) as s:
@@ -428,7 +431,7 @@ def _action_routes(api: FastAPI) -> None:
 
     @api.get("/dossiers/{dossier_id}/actions", response_model=ActionsDossier, responses=ERRORS,
              summary="Actions permises sur un dossier, pour votre compte, dans son état actuel")
-    def dossier_actions_list(dossier_id: str, caller: ApiCaller) -> ActionsDossier:
+    def dossier_actions_list(dossier_id: DossierId, caller: ApiCaller) -> ActionsDossier:
         from demat_airflow.ui import dossier_actions
         from flows.dossier import states
         from flows.dossier.db import session_scope
@@ -448,7 +451,7 @@ def _action_routes(api: FastAPI) -> None:
 
     @api.post("/dossiers/{dossier_id}/resubmit", status_code=202, response_model=ActionResultat,
               responses=ACTION_ERRORS, summary="Déposer la version corrigée d'un dossier refusé ou rejeté")
-    def resubmit(request: Request, dossier_id: str, caller: ApiWriter,
+    def resubmit(request: Request, dossier_id: DossierId, caller: ApiWriter,
                  fichier: Annotated[UploadFile, File(description="Le document corrigé (ZIP d'acte ou PES V2 XML)")],
                  ) -> ActionResultat:
         """Le fichier devient un nouveau dossier, version suivante de celui-ci, par le même chemin qu'un dépôt
@@ -462,7 +465,7 @@ def _action_routes(api: FastAPI) -> None:
 
     @api.post("/dossiers/{dossier_id}/annulation", status_code=202, response_model=ActionResultat,
               responses=ACTION_ERRORS, summary="Demander l'annulation de la transmission d'un acte (6-1)")
-    def annulation(request: Request, dossier_id: str, caller: ApiWriter, demande: DemandeAnnulation) -> ActionResultat:
+    def annulation(request: Request, dossier_id: DossierId, caller: ApiWriter, demande: DemandeAnnulation) -> ActionResultat:
         """Pour un acte transmis ou acquitté. Le message part à la préfecture dans la minute ; son accusé (6-2)
         fait passer le dossier à « annule ». Une seconde demande renvoie la première (statut deja_enregistre)."""
         from demat_airflow.ui import dossier_actions
@@ -473,7 +476,7 @@ def _action_routes(api: FastAPI) -> None:
 
     @api.post("/dossiers/{dossier_id}/reponse", status_code=202, response_model=ActionResultat,
               responses=ACTION_ERRORS, summary="Répondre au courrier de la préfecture en attente")
-    def reponse(request: Request, dossier_id: str, caller: ApiWriter,
+    def reponse(request: Request, dossier_id: DossierId, caller: ApiWriter,
                 fichiers: Annotated[list[UploadFile] | None, File(description="PDF de la réponse")] = None,
                 reponse: Annotated[str, Form(description="Code @ctes de la réponse (2-2, 3-2, 3-3, 3-4, 4-2, 4-3, "
                                                          "4-4) ; vide : la réponse naturelle au dernier courrier")] = "",
@@ -492,7 +495,7 @@ def _action_routes(api: FastAPI) -> None:
 
     @api.post("/dossiers/{dossier_id}/retry", status_code=202, response_model=ActionResultat,
               responses=ACTION_ERRORS | {503: {"model": Erreur}}, summary="Relancer l'étape bloquée (opérateur)")
-    def retry(request: Request, dossier_id: str, caller: ApiWriter) -> ActionResultat:
+    def retry(request: Request, dossier_id: DossierId, caller: ApiWriter) -> ActionResultat:
         """Pour un dossier « en erreur », ou arrêté en cours de circuit alors que son run Airflow est terminé :
         le dossier reprend à son étape et son run est relancé dans Airflow. Réservé aux opérateurs."""
         from demat_airflow.ui import dossier_actions

@@ -2,69 +2,96 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import subprocess
 import sys
-import time
+import textwrap
+from pathlib import Path
 
-from embedded.watchdog import COMPONENTS, Watchdog, airflow_components
-
-
-def _fake_airflow(tmp_path):
-    """An `airflow` executable whose processes look like components ("... airflow scheduler")."""
-    path = tmp_path / "airflow"
-    path.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(600)\n")
-    path.chmod(0o755)
-    return path
+ROOT = Path(__file__).resolve().parents[3]
 
 
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+def _in_fresh_process(code: str, tmp_path) -> str:
+    """Run a scenario in its own interpreter: the watchdog looks at its caller's process tree, and
+    the test session's tree holds a whole platform (the e2e fixture lives until the session ends)."""
+    script = tmp_path / "scenario.py"
+    script.write_text(textwrap.dedent(code))
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
 
 
-def test_a_killed_component_is_started_again_and_the_others_left_alone(tmp_path):
-    messages: list[str] = []
-    dog = Watchdog(_fake_airflow(tmp_path), dict(os.environ), tmp_path, tmp_path, api_port=1, grace=0.3,
-                   log=messages.append)
+RESTART = """
+    import os, signal, sys, time
+    from pathlib import Path
+    from embedded.watchdog import COMPONENTS, Watchdog, airflow_components
+
+    tmp = Path(sys.argv[1])
+    fake = tmp / "airflow"  # its processes look like components ("... airflow scheduler")
+    fake.write_text(f"#!{sys.executable}\\nimport time\\ntime.sleep(600)\\n")
+    fake.chmod(0o755)
+
+    def wait(predicate, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "timeout"
+            time.sleep(0.1)
+
+    me = os.getpid()
+    messages = []
+    dog = Watchdog(fake, dict(os.environ), tmp, tmp, api_port=1, grace=0.3, log=messages.append)
     try:
-        assert dog.check(os.getpid()) == []  # missing, but not yet for `grace` seconds
+        assert dog.check(me) == []  # missing, but not yet for `grace` seconds
         time.sleep(0.4)
-        assert sorted(dog.check(os.getpid())) == sorted(COMPONENTS)
-        _wait(lambda: set(airflow_components(os.getpid(), 1)) == set(COMPONENTS))
-        before = airflow_components(os.getpid(), 1)
+        assert sorted(dog.check(me)) == sorted(COMPONENTS)
+        wait(lambda: set(airflow_components(me, 1)) == set(COMPONENTS))
+        before = airflow_components(me, 1)
         os.kill(before["triggerer"], signal.SIGKILL)
-        _wait(lambda: dog.check(os.getpid()) == ["triggerer"])
-        _wait(lambda: "triggerer" in airflow_components(os.getpid(), 1))
-        after = airflow_components(os.getpid(), 1)
+        wait(lambda: dog.check(me) == ["triggerer"])
+        wait(lambda: "triggerer" in airflow_components(me, 1))
+        after = airflow_components(me, 1)
         assert after["triggerer"] != before["triggerer"]
         assert {k: v for k, v in after.items() if k != "triggerer"} == {
             k: v for k, v in before.items() if k != "triggerer"}
-        assert dog.restarts == {"scheduler": 1, "dag-processor": 1, "triggerer": 2, "api-server": 1}
-        assert any("« triggerer » arrêté" in m and "relance n° 2" in m for m in messages)
-        assert (tmp_path / "airflow-triggerer.log").exists()
+        assert dog.restarts == {"scheduler": 1, "dag-processor": 1, "triggerer": 2, "api-server": 1}, dog.restarts
+        assert any("« triggerer » arrêté" in m and "relance n° 2" in m for m in messages), messages
+        assert (tmp / "airflow-triggerer.log").exists()
     finally:
         dog.stop(grace=5)
     assert all(p.poll() is not None for p in dog.started)
-    assert airflow_components(os.getpid(), 1) == {}
+    assert airflow_components(me, 1) == {}
+    print("ok")
+"""
 
+BACKOFF = """
+    import os, sys, time
+    from pathlib import Path
+    from embedded.watchdog import Watchdog
 
-def test_a_crash_loop_backs_off(tmp_path):
-    crashing = tmp_path / "airflow"
-    crashing.write_text(f"#!{sys.executable}\nraise SystemExit(1)\n")
+    tmp = Path(sys.argv[1])
+    crashing = tmp / "airflow"
+    crashing.write_text(f"#!{sys.executable}\\nraise SystemExit(1)\\n")
     crashing.chmod(0o755)
-    dog = Watchdog(crashing, dict(os.environ), tmp_path, tmp_path, api_port=1, grace=0.2, log=lambda m: None)
+    dog = Watchdog(crashing, dict(os.environ), tmp, tmp, api_port=1, grace=0.2, log=lambda m: None)
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             dog.check(os.getpid())
             time.sleep(0.05)
         # 0.2 s, then 0.4, 0.8, 1.6: at most 4 starts each in 3 s, not one every 0.2 s
-        assert 2 <= dog.restarts["scheduler"] <= 4
+        assert 2 <= dog.restarts["scheduler"] <= 4, dog.restarts
     finally:
         dog.stop(grace=2)
+    print("ok")
+"""
+
+
+def test_a_killed_component_is_started_again_and_the_others_left_alone(tmp_path):
+    assert _in_fresh_process(RESTART, tmp_path).strip().endswith("ok")
+
+
+def test_a_crash_loop_backs_off(tmp_path):
+    assert _in_fresh_process(BACKOFF, tmp_path).strip().endswith("ok")
 
 
 LAUNCHER = r'''
