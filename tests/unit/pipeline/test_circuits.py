@@ -63,6 +63,15 @@ def _answer(option: str, user: str, name: str, motif: str = "") -> dict:
     return {"chosen_options": [option], "params_input": {"motif": motif}, "responded_by_user": {"id": user, "name": name}}
 
 
+def _signed_by_the_mayor(settings: Settings, numero: str) -> tuple[str, ArtefactStore]:
+    """A Saint-Sever délibération through its one-step circuit, signed as configured."""
+    dossier_id = _dossier(settings, "saint-sever", "DE", numero, matiere="5.2")
+    steps.parapheur_request(settings, dossier_id, step=1)
+    steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, "maire.saintsever", "Claire Dupré"), step=1)
+    assert steps.sign(settings, dossier_id).state == "signe"
+    return dossier_id, ArtefactStore(settings.store_root)
+
+
 def _journal(settings: Settings, dossier_id: str) -> list:
     with session_scope(settings.database_url) as s:
         d = service.get(s, dossier_id)
@@ -147,11 +156,8 @@ def test_other_document_types_keep_the_single_signature(settings):
 
 def test_acte_signed_with_a_detached_xades_sent_as_99_se(settings):
     from flows.signature.detached import verify_detached
-    dossier_id = _dossier(settings, "saint-sever", "DE", "DEL2026_06", matiere="5.2")
-    steps.parapheur_request(settings, dossier_id, step=1)
-    steps.record_decision(settings, dossier_id, _answer(steps.APPROVE, "maire.saintsever", "Claire Dupré"), step=1)
-    assert steps.sign(settings, dossier_id).state == "signe"
-    store = ArtefactStore(settings.store_root)
+
+    dossier_id, store = _signed_by_the_mayor(settings, "DEL2026_06")
     with session_scope(settings.database_url) as s:
         d = service.get(s, dossier_id)
         sig = store.get(service.artefact(d, "signature").sha256)
@@ -222,11 +228,7 @@ def test_acte_signed_pades_inside_the_pdf_and_accepted_by_the_prefecture(setting
     path = tmp_path / "pades.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     pades = dataclasses.replace(settings, config_path=path)
-    dossier_id = _dossier(pades, "saint-sever", "DE", "DEL2026_08", matiere="5.2")
-    steps.parapheur_request(pades, dossier_id, step=1)
-    steps.record_decision(pades, dossier_id, _answer(steps.APPROVE, "maire.saintsever", "Claire Dupré"), step=1)
-    assert steps.sign(pades, dossier_id).state == "signe"
-    store = ArtefactStore(pades.store_root)
+    dossier_id, store = _signed_by_the_mayor(pades, "DEL2026_08")
     with session_scope(pades.database_url) as s:
         d = service.get(s, dossier_id)
         signed = store.get(service.artefact(d, "signed").sha256)
