@@ -18,6 +18,7 @@ _ID = BigInteger().with_variant(Integer, "sqlite")
 
 KINDS = {
     "refus": "Refus",
+    "courrier": "Courrier de la préfecture",
     "bloque": "Dossier bloqué",
     "echeance_parapheur": "Échéance du parapheur proche",
     "certificat": "Certificat à renouveler",

@@ -1,6 +1,8 @@
 """Turn facts into alerts, each fact once (the alert's unique `key` says which fact it is).
 
 - refusal: a journal entry whose target state is a refusal (`refus:<journal id>`);
+- préfecture letter (courrier simple, pièces complémentaires, observations, déféré): the journal
+  entry that recorded it (`courrier:<journal id>`);
 - stuck: a dossier waiting on the State or the SAE past its threshold, once per waiting episode
   (`bloque:<dossier>:<state>:<since>`: a dossier that waits again later is a new episode);
 - parapheur deadline near: once per dossier and circuit step (`echeance:<dossier>:<step>:<since>`);
@@ -26,6 +28,7 @@ from flows.config import PlatformConfig
 from flows.dossier import states
 from flows.dossier.db import lock, session_scope
 from flows.dossier.models import Dossier, JournalEntry
+from flows.pipeline.prefecture import COURRIERS  # the letters' journal events
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,8 @@ def record_refusals(session: Session, config: PlatformConfig, *, now: datetime, 
     fresh = or_(JournalEntry.id > cursor.position, JournalEntry.at >= now - BACKLOG)  # the rescan stays recent
     entries = session.execute(
         select(JournalEntry).where(JournalEntry.id > low, JournalEntry.id <= top, fresh,
-                                   JournalEntry.state_to.in_(REFUSALS)).order_by(JournalEntry.id)
+                                   or_(JournalEntry.state_to.in_(REFUSALS), JournalEntry.event.in_(COURRIERS)))
+        .order_by(JournalEntry.id)
     ).scalars().all()
     out = []
     for entry in entries:
@@ -107,9 +111,15 @@ def record_refusals(session: Session, config: PlatformConfig, *, now: datetime, 
             pass  # a collectivité removed from the configuration: the operators still hear of it
         if entry.state_to in OPERATOR_STATES or not names:
             names += operators
-        words = wording.refusal(dossier_id=dossier.id, flow=dossier.flow, original_name=dossier.original_name,
-                                state=entry.state_to, message=entry.message, at=_aware(entry.at))
-        alert = add_alert(session, key=_key("refus", entry.id), kind="refus", recipients=names, words=words,
+        if entry.event in COURRIERS:  # a letter of the préfecture: the collectivité must read and answer it
+            kind = "courrier"
+            words = wording.courrier(dossier_id=dossier.id, original_name=dossier.original_name, kind=entry.event,
+                                     message=entry.message, at=_aware(entry.at))
+        else:
+            kind = "refus"
+            words = wording.refusal(dossier_id=dossier.id, flow=dossier.flow, original_name=dossier.original_name,
+                                    state=entry.state_to, message=entry.message, at=_aware(entry.at))
+        alert = add_alert(session, key=_key(kind, entry.id), kind=kind, recipients=names, words=words,
                           now=now, dossier_id=dossier.id, collectivite=dossier.collectivite, journal_id=entry.id,
                           link=wording.dossier_link(public_url, dossier.id))
         if alert is not None:

@@ -88,6 +88,24 @@ def refusal(*, dossier_id: str, flow: str, original_name: str, state: str, messa
                    action or "Consultez le dossier pour le détail, puis corrigez et redéposez le document.")
 
 
+COURRIER_NAMES = {
+    "CourrierSimple": "un courrier simple",
+    "DemandePieceComplementaire": "une demande de pièces complémentaires",
+    "LettreObservations": "une lettre d'observations",
+    "DefereTA": "un déféré au tribunal administratif",
+}
+
+
+def courrier(*, dossier_id: str, original_name: str, kind: str, message: str, at: datetime) -> Wording:
+    what = COURRIER_NAMES.get(kind, "un courrier")
+    action = ("Lisez le courrier joint au dossier et répondez depuis la page du dossier (action « Répondre à la "
+              "préfecture ») ou en déposant les fichiers dans son dossier de réponse, dans le délai indiqué.")
+    if kind == "DefereTA":
+        action = "Prévenez sans attendre le service juridique : l'acte est déféré au tribunal administratif."
+    return Wording(one_line(f"Dossier {dossier_id} : la préfecture a envoyé {what}"),
+                   f"Acte « {original_name} » (dossier {dossier_id}), le {when(at)} : {clip(message)}", action)
+
+
 def stuck(*, dossier_id: str, original_name: str, message: str, state: str) -> Wording:
     who = "la réponse du SAE" if state == "depose_sae" else "la réponse de l'État"
     action = ("Aucune action n'est nécessaire si la réponse arrive : le dossier reprendra seul. Sinon, "

@@ -180,3 +180,22 @@ def test_alert_without_anyone_to_tell_keeps_a_named_pending_delivery(make_settin
     assert alert.recipients == ["contact@example.invalid"]
     with session_scope(settings.database_url) as s:
         assert s.execute(select(AlertDelivery.recipient)).scalars().all() == ["contact@example.invalid"]
+
+
+def test_a_letter_of_the_prefecture_alerts_the_collectivite_once(make_settings):
+    settings = make_settings()
+    url = settings.database_url
+    dossier_id = new_dossier(url, ("valide", "au_parapheur", "signe", "transmis", "acquitte"), flow="actes",
+                             name="deliberation-42.zip")
+    with session_scope(url) as s:
+        d = service.get(s, dossier_id)
+        service.note(s, d, event="DemandePieceComplementaire", actor="préfecture",
+                     message="Demande de pièces complémentaires : le plan de financement manque.")
+        service.note(s, d, event="ARActe", actor="préfecture", message="Accusé de réception")  # not a letter
+    counts = record_all(settings, operators=["admin"], certificates=False)
+    assert record_all(settings, operators=["admin"], certificates=False)["refus"] == 0
+    (alert,) = _alerts(url, "courrier")
+    assert counts["refus"] == 1 and alert.key.startswith("courrier:")
+    assert alert.recipients == ["agent.saintsever", "secretariat@saint-sever.example"]
+    assert alert.subject == f"Dossier {dossier_id} : la préfecture a envoyé une demande de pièces complémentaires"
+    assert "plan de financement" in alert.text and "Répondre à la préfecture" in alert.action
