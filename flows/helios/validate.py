@@ -398,6 +398,8 @@ class PesCollector:
             "domaines": sorted(self.per_domain) or sorted(self.domains),
             "par_domaine": self.per_domain,
             "bordereaux": self.bordereaux,
+            # exercice:IdBord of each bordereau, what a later PES_Retour names (flows.pipeline.collect)
+            "identifiants_bordereaux": sorted({f"{exer}:{idbord}" for _, exer, _, idbord in self._bord_keys}),
             "pieces": self.pieces,
             "lignes": self.lignes,
             "tiers": self.tiers,

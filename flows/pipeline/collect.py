@@ -81,6 +81,8 @@ def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: s
 def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
     from flows.helios.acquit import parse_acquit
 
+    if b"PES_Retour" in data[:4096]:
+        return _handle_retour(session, store, name, data)
     acquit = parse_acquit(data)
     dossier = session.execute(
         select(Dossier).where(Dossier.flow == "helios", Dossier.nomfic == acquit.nomfic,
@@ -99,6 +101,30 @@ def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list
             service.transition(session, dossier, "refuse_etat", actor="DGFiP", event="PES_ACQUIT",
                                message=f"PES_ACQUIT reçu : fichier refusé par la DGFiP. {acquit.summary_fr}".strip())
     return [dossier.id]
+
+
+def _handle_retour(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
+    """A PES_Retour (Hélios' feedback on mandats and titres) joins every dossier of that collectivité
+    whose PES_Aller carried one of the bordereaux it names (exercice and IdBord)."""
+    from flows.helios.acquit import parse_retour
+
+    retour = parse_retour(data)
+    named = {f"{b['exercice']}:{b['idbord']}" for b in retour["bordereaux"] if b["idbord"]}
+    siren = (retour["idcoll"] or "")[:9]
+    if not named or not siren:
+        return []
+    candidates = session.execute(
+        select(Dossier).where(Dossier.flow == "helios", Dossier.siren == siren,
+                              Dossier.state.in_(["transmis", "acquitte", "depose_sae", "archive"]))
+    ).scalars().all()
+    matched = [d for d in candidates if named & set((d.extra or {}).get("bordereaux") or [])]
+    for dossier in matched:
+        service.attach(session, store, dossier, kind="pes_retour", name=name, data=data, media_type="application/xml")
+        mine = sorted(named & set(dossier.extra["bordereaux"]))
+        service.note(session, dossier, event="PES_Retour", actor="DGFiP",
+                     message=f"{retour['summary_fr'].strip()} Bordereau(x) de ce dossier concerné(s) : {', '.join(mine)}.",
+                     details={"bordereaux": mine, "nomfic_retour": retour["nomfic"]})
+    return [d.id for d in matched]
 
 
 # --------------------------------------------------------------------------------------------- SAE

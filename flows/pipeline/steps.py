@@ -120,6 +120,7 @@ def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
     idcoll = s.get("idcoll") or ""
     dossier.siren = idcoll[:9] or None
     dossier.objet = f"PES {s.get('nomfic', '')} : {s.get('bordereaux', '?')} bordereau(x), {s.get('pieces', '?')} pièce(s)"
+    dossier.extra = {**(dossier.extra or {}), "bordereaux": s.get("identifiants_bordereaux", [])}
     if idcoll and idcoll != coll.siret:
         report.add(Finding(
             rule="PES-COLLECTIVITE", layer="metier", place="EnTetePES/IdColl", value=idcoll,
