@@ -133,6 +133,9 @@ def prepare_state(layout: Layout, config_source: Path) -> None:
     ensure_layout(layout.inbox, [c.slug for c in config.collectivites])
     officials = [(o.certificate, o.name, o.role) for c in config.collectivites for o in c.officials]
     create_demo_pki(layout.pki, officials)
+    from flows.dossier.timestamp import LocalTsa
+
+    LocalTsa.create(layout.state / "tsa")  # the journal's time-stamping authority (demat_watch stamps)
 
 
 def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int, endpoints: dict,

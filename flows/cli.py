@@ -176,15 +176,26 @@ def _cmd_verify(args) -> int:
 def _cmd_journal(args) -> int:
     from flows.dossier.db import session_scope
     from flows.dossier.journal import verify_chain
+    from flows.dossier.timestamp import verify_timestamps
     from flows.settings import Settings
 
-    with session_scope(args.database_url or Settings.from_env().database_url) as session:
+    settings = None if args.database_url and args.tsa_ca else Settings.from_env()
+    ca = Path(args.tsa_ca) if args.tsa_ca else settings.state_dir / "tsa" / "ca.pem"
+    with session_scope(args.database_url or settings.database_url) as session:
         check = verify_chain(session)
-    if check.ok:
-        print(f"Journal intègre : {check.entries} entrée(s) vérifiée(s).")
+        stamps = verify_timestamps(session, ca_file=ca) if check.ok and ca.exists() else None
+    if not check.ok:
+        print(f"Journal ALTÉRÉ à l'entrée {check.first_bad_id} : {check.reason}.")
+        return 1
+    print(f"Journal intègre : {check.entries} entrée(s) vérifiée(s).")
+    if stamps is None:
+        print(f"Horodatages non vérifiés : autorité d'horodatage introuvable ({ca}) ; indiquez --tsa-ca.")
         return 0
-    print(f"Journal ALTÉRÉ à l'entrée {check.first_bad_id} : {check.reason}.")
-    return 1
+    if not stamps.ok:
+        print(f"Horodatage INVALIDE : {stamps.reason}.")
+        return 1
+    print(f"Horodatages RFC 3161 valides : {stamps.stamped} ; en attente d'horodatage : {stamps.unstamped}.")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="append", help="certificat ou dossier d'autorités de confiance")
     p.add_argument("--strict", action="store_true")
     p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("journal", help="vérifier le chaînage du journal")
+    p = sub.add_parser("journal", help="vérifier le chaînage du journal et ses horodatages RFC 3161")
     p.add_argument("action", choices=["verify"])
     p.add_argument("--database-url")
+    p.add_argument("--tsa-ca", help="certificat racine de l'autorité d'horodatage (défaut : <état>/tsa/ca.pem)")
     p.set_defaults(func=_cmd_journal)
     return parser
 

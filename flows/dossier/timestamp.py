@@ -359,3 +359,22 @@ def verify_timestamps(session: Session, *, ca_file: str | Path, untrusted: str |
             return TimestampCheck(False, stamped, unstamped, entry.id,
                                   f"l'entrée {entry.id} ne correspond plus à son horodatage : {check.reason}")
     return TimestampCheck(True, stamped, unstamped)
+
+
+def tsa_for(state_dir: str | Path) -> Tsa:
+    """The platform's TSA: DEMAT_TSA_URL (production, RFC 3161 over HTTP), else the local one
+    created at set-up in <state>/tsa."""
+    url = os.environ.get("DEMAT_TSA_URL", "").strip()
+    return HttpTsa(url) if url else LocalTsa(Path(state_dir) / "tsa")
+
+
+def stamp_journal(database_url: str, state_dir: str | Path, *, limit: int = 5000) -> StampResult:
+    """Stamp what the journal gained since the last pass (idempotent; a TSA outage only delays)."""
+    from flows.dossier.db import session_scope
+
+    with session_scope(database_url) as session:
+        try:
+            tsa = tsa_for(state_dir)
+        except TsaUnavailable as exc:  # not set up here: say so, the entries wait
+            return StampResult(0, len(pending(session)), f"Horodatage en attente : {exc}")
+        return stamp_pending(session, tsa, limit=limit)

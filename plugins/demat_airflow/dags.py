@@ -173,7 +173,7 @@ def build_collect_dag() -> DAG:
 def build_watch_dag() -> DAG:
     with DAG(
         dag_id="demat_watch",
-        description="Alerte sur les dossiers sans réponse de l'État ou du SAE au-delà du seuil",
+        description="Alerte sur les dossiers sans réponse de l'État ou du SAE ; horodate le journal (RFC 3161)",
         schedule=timedelta(minutes=10),
         catchup=False,
         max_active_runs=1,
@@ -187,7 +187,18 @@ def build_watch_dag() -> DAG:
 
             return [s.message() for s in alert_stuck(settings())]
 
+        @task(retries=2, retry_delay=timedelta(minutes=1))
+        def timestamp_journal() -> dict:
+            """RFC 3161 proof of the journal's new entries (a TSA outage only delays it)."""
+            from demat_airflow.context import settings
+            from flows.dossier.timestamp import stamp_journal
+
+            s = settings()
+            r = stamp_journal(s.database_url, s.state_dir)
+            return {"horodatees": r.stamped, "en_attente": r.waiting, "motif": r.reason}
+
         alert_silences()
+        timestamp_journal()
     return dag
 
 

@@ -126,3 +126,40 @@ def test_http_tsa_refuses_bad_urls():
         HttpTsa("ftp://tsa.example")
     with pytest.raises(TsaUnavailable):
         LocalTsa("/nonexistent/tsa")
+
+
+def test_the_platform_stamps_its_journal_and_demat_journal_verify_checks_the_tokens(demat_db, tmp_path, monkeypatch):
+    """What demat_watch runs (stamp_journal on the state's TSA) and what an auditor runs
+    (`demat journal verify`): intact → exit 0 with the counts; a forged row → exit 1."""
+    import subprocess
+    import sys
+
+    from flows.dossier.journal import entry_hash
+    from flows.dossier.models import JournalEntry
+    from flows.dossier.timestamp import stamp_journal
+
+    monkeypatch.delenv("DEMAT_TSA_URL", raising=False)
+    ensure_table(engine(demat_db))
+    assert "Horodatage en attente" in stamp_journal(demat_db, tmp_path).reason  # no TSA set up yet: it waits
+    LocalTsa.create(tmp_path / "tsa")
+    with session_scope(demat_db) as s:
+        d = service.create(s, collectivite="saint-sever", flow="actes", original_name="a.zip", sha256="e" * 64, size=3)
+        service.transition(s, d, "valide", message="Document valide.")
+    r = stamp_journal(demat_db, tmp_path)
+    assert (r.stamped, r.waiting) == (2, 0)
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", "journal", "verify", "--database-url", demat_db,
+                               "--tsa-ca", str(tmp_path / "tsa" / "ca.pem")], capture_output=True, text=True, timeout=120)
+
+    ok = verify()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Journal intègre : 2 entrée(s)" in ok.stdout and "Horodatages RFC 3161 valides : 2" in ok.stdout
+    with session_scope(demat_db) as s:
+        target = s.execute(text("SELECT max(id) FROM journal")).scalar()
+        s.execute(text("UPDATE journal SET message = 'Document refusé.' WHERE id = :i"), {"i": target})
+    with session_scope(demat_db) as s:
+        entry = s.get(JournalEntry, target)
+        entry.hash = entry_hash(entry)  # the forger rewrites the hash: only the timestamp can tell
+    bad = verify()
+    assert bad.returncode == 1 and "Horodatage INVALIDE" in bad.stdout, bad.stdout + bad.stderr
