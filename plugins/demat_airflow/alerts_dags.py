@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from airflow.sdk import DAG, chain, task
+from airflow.sdk import DAG, task
 
 from demat_airflow.dags import TAGS
 
@@ -29,19 +29,15 @@ def build_alerts_dag() -> DAG:
         ),
     ) as dag:
 
-        @task(retries=2, retry_delay=timedelta(seconds=20), multiple_outputs=False)  # one XCom, not one per key
-        def record_alerts() -> dict:
-            from demat_airflow.context import settings
-            from demat_airflow.operators import operator_users
-            from flows.alerts.record import record_all
+        @task(multiple_outputs=False)  # one XCom, not one per key
+        def record_and_send() -> dict:
+            """Record the new facts, then send the digests that are due, in one task process.
 
-            return record_all(settings(), operators=operator_users())
-
-        @task(trigger_rule="all_done", multiple_outputs=False)  # pending mail goes out even if a scan failed
-        def send_digests() -> dict:
-            """Retried by the next run, not by Airflow: a failed digest keeps its place and its backoff.
-
-            A crash between the server's acceptance and the recorded mark resends one digest at worst.
+            Two tasks every minute cost two process starts on a 2-core machine. Pending mail goes
+            out even if a scan failed; a failed digest keeps its place and its backoff and is
+            retried by the next run, not by Airflow. A crash between the server's acceptance and
+            the recorded mark resends one digest at worst. The task fails (visibly) when either
+            part failed.
             """
             import logging
 
@@ -49,20 +45,31 @@ def build_alerts_dag() -> DAG:
 
             from demat_airflow.context import settings
             from demat_airflow.mailer import AirflowSmtpMailer, smtp_configured, smtp_conn_id
+            from demat_airflow.operators import operator_users
+            from flows.alerts.record import record_all
             from flows.alerts.send import send_due
 
-            if not smtp_configured():
-                logging.getLogger(__name__).warning(
-                    "Aucune connexion SMTP « %s » : les alertes restent en attente jusqu'à sa création.",
-                    smtp_conn_id())
-                return {"sent": [], "failed": {}, "smtp": "absent"}
+            log = logging.getLogger(__name__)
             s = settings()
-            report = send_due(s, AirflowSmtpMailer(sender=s.config.alerts.sender))
-            if report.failed:
-                raise AirflowException(
-                    f"{len(report.failed)} message(s) d'alertes non envoyé(s), réessayé(s) au prochain passage : "
-                    + "; ".join(report.failed.values()))
-            return report.as_dict()
+            problems: list[str] = []
+            try:
+                recorded = record_all(s, operators=operator_users())
+            except Exception as exc:  # noqa: BLE001 - the sending below must still happen
+                log.exception("Relevé des alertes en échec")
+                recorded, problems = {}, [f"relevé des alertes : {type(exc).__name__}: {exc}"]
+            if not smtp_configured():
+                log.warning("Aucune connexion SMTP « %s » : les alertes restent en attente jusqu'à sa création.",
+                            smtp_conn_id())
+                sent: dict = {"sent": [], "failed": {}, "smtp": "absent"}
+            else:
+                report = send_due(s, AirflowSmtpMailer(sender=s.config.alerts.sender))
+                sent = report.as_dict()
+                if report.failed:
+                    problems.append(f"{len(report.failed)} message(s) non envoyé(s), réessayé(s) au prochain "
+                                    "passage : " + "; ".join(report.failed.values()))
+            if problems:
+                raise AirflowException(" ; ".join(problems))
+            return {"releve": recorded, "envoi": sent}
 
-        chain(record_alerts(), send_digests())
+        record_and_send()
     return dag
