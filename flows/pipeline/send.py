@@ -2,8 +2,9 @@
 
 The bytes were recorded before (so a retry resends the same bytes under the same name); the
 upload is atomic and idempotent (False when the file was already there). When the counterpart
-cannot be reached, the dossier says so in French, then the error goes up so that the task's
-retries (with backoff) take over: operators see the dossier waiting, and why.
+cannot be reached (or presents a host key other than the pinned one), the dossier says so in
+French, then the error goes up so that the task's retries (with backoff) take over: operators
+see the dossier waiting, and why.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flows.dossier import service
 from flows.dossier.db import session_scope
 from flows.dossier.store import ArtefactStore
 from flows.settings import Settings
-from flows.transport.errors import TransientError
+from flows.transport.errors import TransientError, TransportError
 
 COUNTERPARTS_FR = {"prefecture": "la préfecture (@ctes)", "dgfip": "la DGFiP (Hélios)", "sae": "le SAE"}
 
@@ -24,11 +25,16 @@ def upload_recorded(settings: Settings, dossier_id: str, counterpart: str, endpo
     try:
         with endpoint_factory(counterpart) as ep:
             return ep.upload_atomic(upload_dir, name, data)
-    except TransientError as exc:
+    except TransportError as exc:
+        who = COUNTERPARTS_FR.get(counterpart, counterpart)
+        if isinstance(exc, TransientError):
+            reason = (f"Envoi à {who} en attente : {exc}. "
+                      "Nouvel essai automatique ; rien n'est perdu ni envoyé deux fois.")
+        else:  # a wrong host key, a refused key...: only an operator can fix it
+            reason = (f"Envoi à {who} bloqué : {exc}. Rien n'a été envoyé ; l'opérateur de la plateforme doit "
+                      "vérifier la connexion (clé d'hôte, clé du client) avant de relancer l'étape.")
         with session_scope(settings.database_url) as session:
             dossier = service.get(session, dossier_id, for_update=True)
-            service.wait(session, dossier,
-                         f"Envoi à {COUNTERPARTS_FR.get(counterpart, counterpart)} en attente : {exc}. "
-                         "Nouvel essai automatique ; rien n'est perdu ni envoyé deux fois.",
-                         details={"counterpart": counterpart, "name": name})
+            service.wait(session, dossier, reason, details={"counterpart": counterpart, "name": name,
+                                                            "error": type(exc).__name__})
         raise

@@ -342,6 +342,18 @@ def test_counterparts_down_or_hanging_make_dossiers_wait_with_the_reason(platfor
     for dossier_id in ids.values():
         steps.validate(settings, dossier_id)
         _approve(settings, dossier_id)
+    # a gateway presenting another host key than the pinned one: refused, nothing sent, the dossier says why
+    from flows.transport.errors import HostKeyMismatch
+
+    eps = sims.endpoints()
+
+    def impostor(name: str) -> SftpEndpoint:  # pinned: the SAE's real key, not this gateway's
+        e = eps[name]
+        return SftpEndpoint(e["host"], e["port"], e["username"], e["key_path"], eps["sae"]["host_key"], timeout=3)
+
+    with pytest.raises(HostKeyMismatch):
+        steps.transmit(settings, ids["helios"], impostor, "/depot")
+    assert "clé d'hôte" in waiting(ids["helios"])[0] and "bloqué" in waiting(ids["helios"])[0]
     down = sims.counterparts["dgfip"].root / "DOWN"
     hang = sims.counterparts["prefecture"].root / "HANG"
     down.touch()
@@ -352,7 +364,7 @@ def test_counterparts_down_or_hanging_make_dossiers_wait_with_the_reason(platfor
                 steps.transmit(settings, dossier_id, factory, "/depot")
     reason, notes = waiting(ids["helios"])
     assert reason.startswith("Envoi à la DGFiP (Hélios) en attente") and "Nouvel essai automatique" in reason
-    assert notes == 1, "journaled once per reason, not once per retry"
+    assert notes == 2, "journaled once per reason (the host key, then the outage), not once per retry"
     assert waiting(ids["actes"])[0].startswith("Envoi à la préfecture (@ctes) en attente")
     down.unlink()
     hang.unlink()
