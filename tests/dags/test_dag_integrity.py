@@ -78,3 +78,16 @@ def test_dag_files_import_without_heavy_modules():
     assert len(result) >= 4
     offenders = {Path(f).name: mods for f, mods in result.items() if mods}
     assert offenders == {}, f"DAG files import heavy modules at parse time: {offenders}"
+
+
+def test_sending_tasks_retry_with_backoff_within_a_bounded_delay(dagbag):
+    """A counterpart down: transmission, collection and deposit retry, waiting longer each time,
+    and give up (the task fails, the dossier still says why it waits) within about 2 hours."""
+    from datetime import timedelta
+
+    for dag_id, task_id in (("demat_acte", "sign_and_transmit"), ("demat_pes", "sign_and_transmit"),
+                            ("demat_collect", "collect_and_deposit")):
+        task = dagbag.dags[dag_id].get_task(task_id)
+        assert task.retries >= 3 and task.retry_exponential_backoff and task.max_retry_delay
+        worst = sum((min(task.retry_delay * 2 ** i, task.max_retry_delay) for i in range(task.retries)), timedelta())
+        assert timedelta(minutes=1) < worst <= timedelta(hours=2), (dag_id, task_id, worst)
