@@ -15,7 +15,8 @@ from flows.dossier.store import ArtefactStore
 from flows.settings import Settings
 from flows.transport.errors import TransientError, TransportError
 
-COUNTERPARTS_FR = {"prefecture": "la préfecture (@ctes)", "dgfip": "la DGFiP (Hélios)", "sae": "le SAE"}
+# with their preposition: « à la préfecture », but « au SAE »
+COUNTERPARTS_FR = {"prefecture": "à la préfecture (@ctes)", "dgfip": "à la DGFiP (Hélios)", "sae": "au SAE"}
 
 
 def upload_recorded(settings: Settings, dossier_id: str, counterpart: str, endpoint_factory, upload_dir: str,
@@ -26,12 +27,12 @@ def upload_recorded(settings: Settings, dossier_id: str, counterpart: str, endpo
         with endpoint_factory(counterpart) as ep:
             return ep.upload_atomic(upload_dir, name, data)
     except TransportError as exc:
-        who = COUNTERPARTS_FR.get(counterpart, counterpart)
+        who = COUNTERPARTS_FR.get(counterpart, f"à {counterpart}")
         if isinstance(exc, TransientError):
-            reason = (f"Envoi à {who} en attente : {exc}. "
+            reason = (f"Envoi {who} en attente : {exc}. "
                       "Nouvel essai automatique ; rien n'est perdu ni envoyé deux fois.")
         else:  # a wrong host key, a refused key...: only an operator can fix it
-            reason = (f"Envoi à {who} bloqué : {exc}. Rien n'a été envoyé ; l'opérateur de la plateforme doit "
+            reason = (f"Envoi {who} bloqué : {exc}. Rien n'a été envoyé ; l'opérateur de la plateforme doit "
                       "vérifier la connexion (clé d'hôte, clé du client) avant de relancer l'étape.")
         with session_scope(settings.database_url) as session:
             dossier = service.get(session, dossier_id, for_update=True)
