@@ -195,7 +195,7 @@ class Platform:
 class Approver(threading.Thread):
     """Answers every parapheur step as the assigned official (simulators.signer), after `settle` seconds."""
 
-    def __init__(self, platform: Platform, settle: float, interval: float = 1.0):
+    def __init__(self, platform: Platform, settle: float, interval: float = 2.0):
         super().__init__(daemon=True, name="approver")
         from flows.config import load_config
         from simulators.signer import AirflowClient

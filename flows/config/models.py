@@ -98,6 +98,13 @@ class AlertSettings(_Strict):
         return sorted(set(v), reverse=True)
 
 
+class RetentionSettings(_Strict):
+    """How long Airflow keeps finished runs (demat's own dossier record is kept for good)."""
+
+    dossier_runs_days: int = Field(default=30, ge=1, le=3650)  # runs of final dossiers
+    periodic_runs_days: int = Field(default=3, ge=1, le=3650)  # collection, alerts, ingest... runs
+
+
 class Collectivite(_Strict):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
@@ -206,6 +213,7 @@ class PlatformConfig(_Strict):
     stuck_after_hours: dict[str, float] = Field(default_factory=lambda: {"actes": 4, "helios": 24, "sae": 24})
     emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address (operators...)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     collectivites: list[Collectivite]
 
     @field_validator("emails")

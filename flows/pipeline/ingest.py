@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from flows.dossier import service
-from flows.dossier.db import session_scope
+from flows.dossier.db import lock, session_scope
 from flows.dossier.models import Artefact, Dossier
 from flows.dossier.store import ArtefactStore
 from flows.pipeline import inbox
@@ -65,7 +65,18 @@ def _done_path(settings: Settings, collectivite: str, flow: str, dossier_id: str
 
 
 def sweep(settings: Settings, *, claim_stable: bool = True, min_age: float = 2.0) -> list[Started]:
-    """Claim stable files (safety net), record every claimed file, return the dossiers to start."""
+    """Claim stable files (safety net), record every claimed file, return the dossiers to start.
+
+    Sweeps may be started side by side (each inbox event starts one, so a drop never waits for
+    another drop's run to finish): they take turns on a database lock, and the later one finds
+    the files the earlier one recorded already moved away.
+    """
+    with session_scope(settings.database_url) as guard:
+        lock(guard, "demat-ingest-sweep")
+        return _sweep(settings, claim_stable=claim_stable, min_age=min_age)
+
+
+def _sweep(settings: Settings, *, claim_stable: bool, min_age: float) -> list[Started]:
     if claim_stable:
         inbox.claim_stable(settings.inbox_root, settings.work_dir, min_age=min_age)
     config = settings.config

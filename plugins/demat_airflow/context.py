@@ -16,6 +16,18 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+def airflow_database_url() -> str:
+    """Airflow's metadata database (the retention job deletes finished runs there)."""
+    import os
+
+    url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if not url:
+        from airflow.configuration import conf
+
+        url = conf.get("database", "sql_alchemy_conn")
+    return url
+
+
 def endpoint(counterpart: str):
     """An SftpEndpoint for a counterpart, from its Airflow Connection (host key pinned in `extra`)."""
     from airflow.sdk import BaseHook

@@ -23,6 +23,7 @@ from airflow.sdk import (
 from demat_airflow.triggers import InboxTrigger
 
 TAGS = ["demat"]
+INGEST_CONCURRENT_RUNS = 4
 TRANSIENT_RETRIES = dict(retries=6, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
                          max_retry_delay=timedelta(minutes=10))
 
@@ -47,7 +48,9 @@ def build_ingest_dag() -> DAG:
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
                                      assets=inbox_asset()),
         catchup=False,
-        max_active_runs=1,
+        # a drop must not wait for the previous drop's run to finish: sweeps overlap safely (they
+        # take turns on a database lock, see flows.pipeline.ingest.sweep)
+        max_active_runs=INGEST_CONCURRENT_RUNS,
         tags=TAGS,
         doc_md="Réveillé par l'observateur des dossiers d'entrée, et toutes les 5 minutes par sécurité.",
     ) as dag:
@@ -205,7 +208,7 @@ def build_watch_dag() -> DAG:
 def build_nightly_dag() -> DAG:
     with DAG(
         dag_id="demat_nightly",
-        description="Lot de nuit : dépôts SAE différés, rapport tiers du jour, rapport des dossiers bloqués",
+        description="Lot de nuit : dépôts SAE différés, rapport tiers du jour, rapport des dossiers bloqués, purge de l'historique Airflow",
         schedule=CronTriggerTimetable("0 2 * * *", timezone="Europe/Paris"),
         catchup=False,
         max_active_runs=1,
@@ -237,5 +240,17 @@ def build_nightly_dag() -> DAG:
 
             return report(settings())
 
-        [deposit_nightly(), tiers_report(), stuck_report()]
+        @task(retries=1, retry_delay=timedelta(minutes=10))
+        def purge_history() -> dict:
+            """Retention of Airflow's history (demat_airflow.retention): keeps the scheduler fast."""
+            from demat_airflow.context import airflow_database_url, settings
+            from demat_airflow.retention import run_retention
+            from flows.pipeline.retention import disposable_runs
+
+            s = settings()
+            keep = s.config.retention
+            return run_retention(airflow_database_url(), lambda ids: disposable_runs(s, ids),
+                                 dossier_days=keep.dossier_runs_days, periodic_days=keep.periodic_runs_days)
+
+        [deposit_nightly(), tiers_report(), stuck_report(), purge_history()]
     return dag

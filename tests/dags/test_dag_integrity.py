@@ -55,7 +55,9 @@ def test_ingest_is_event_driven_with_a_periodic_safety_net(dagbag):
     dag = dagbag.dags["demat_ingest"]
     timetable = dag.timetable
     assert timetable.__class__.__name__ == "AssetOrTimeSchedule"
-    assert dag.max_active_runs == 1
+    # overlapping sweeps are safe (tests/unit/pipeline/test_inbox_ingest.py) and keep a drop from
+    # waiting behind the previous drop's run
+    assert 1 < dag.max_active_runs <= 8
 
 
 def test_dag_files_import_without_heavy_modules():

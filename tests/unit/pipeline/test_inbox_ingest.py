@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from flows.dossier import service
 from flows.dossier.db import session_scope
+from flows.dossier.models import Dossier
 from flows.pipeline import inbox
 from flows.pipeline.ingest import sweep
 from flows.settings import REPO, Settings
@@ -98,3 +100,19 @@ def test_empty_file_and_unknown_collectivite_are_refused_with_explanation(settin
     assert any("est vide" in t for t in texts)
     assert any("n'est pas configuré" in t for t in texts)
     assert len(list(settings.inbox_root.rglob("rejetes/*vide.xml"))) == 1  # original kept
+
+
+def test_sweeps_side_by_side_record_each_file_once_and_start_each_dossier_once(settings):
+    """The ingest DAG lets runs overlap (a drop never waits for another drop's run): no race."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(30):
+        _drop(settings, f"PES{i:02d}.xml", f"<PES_Aller>{i}</PES_Aller>".encode())
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: sweep(settings, min_age=1.0), range(4)))
+    started = [s.dossier_id for r in results for s in r]
+    assert len(started) == 30 and len(set(started)) == 30
+    with session_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Dossier)) == 30
+    assert not (settings.inbox_root / "saint-sever" / "helios" / "rejetes").exists() or not any(
+        (settings.inbox_root / "saint-sever" / "helios" / "rejetes").iterdir())
