@@ -35,11 +35,13 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_seda_package": ["--mb", "20", "--runs", "1"],
     "bench_floor": ["--dossiers", "10"],
     "bench_platform": ["--quick"],
+    "bench_history": ["--quick", "--max-minutes", "25"],
+    "bench_celery": ["--dossiers", "8"],
 }
-TIMEOUT_S = {"bench_platform": 3900}  # full sizes; others 1800
-QUICK_TIMEOUT_S = {"bench_platform": 1380}  # others 300
+TIMEOUT_S = {"bench_platform": 3900, "bench_history": 3900, "bench_celery": 3900}  # full sizes; others 1800
+QUICK_TIMEOUT_S = {"bench_platform": 1380, "bench_history": 1560, "bench_celery": 1500}  # others 300
 ORDER = ["bench_pes_validate", "bench_tiers_gate", "bench_sign", "bench_seda_package", "bench_floor",
-         "bench_platform"]  # the platform last: its figures are the ones most disturbed by a loaded machine
+         "bench_platform", "bench_history", "bench_celery"]  # the platform last: its figures are the ones most disturbed by a loaded machine
 
 
 @dataclass

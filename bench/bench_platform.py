@@ -1,7 +1,13 @@
 """Platform benchmarks: reaction, end to end without humans, throughput, CPU and memory, vs the floor.
 
     .venv/bin/python bench/bench_platform.py [--quick] [--reaction 100] [--spacing 2.5] [--e2e 5]
-        [--batch 60] [--settle 10] [--no-floor] [--attach STATE --port PORT]
+        [--batch 60] [--approval auto|human] [--settle 10] [--sim-delay 0] [--inflight N] [--no-floor]
+        [--attach STATE --port PORT]
+
+By default the circuits are automatic (one AUTO step naming the circuit's signer: signed with that
+official's certificate, nobody answers; the issue's benchmark circuit) and the simulators answer at
+once (--sim-delay 0). `--approval human` keeps the demo circuits and answers them through the REST
+API; `--inflight N` (human approval) drops N dossiers at once and leaves them at the parapheur.
 
 Starts its own platform (`python -m embedded run`) in a temporary state folder on a free loopback
 port, with the demo configuration (and DEMAT_INBOX_MIN_AGE=0.5), and stops it with SIGINT at the
@@ -12,8 +18,8 @@ Phases (documents from flows.helios.generate / flows.actes.generate, unique nume
             collection DAG every DEMAT_COLLECT_SECONDS, ...);
   reaction  N drops (os.replace into the inbox) one every --spacing seconds: drop -> "Reçu"
             (journal), drop -> run queued, drop -> run start_date, drop -> first task start;
-  e2e       K actes and K PES, spaced, parapheur answered by an auto-approver (simulators.signer:
-            the official's own account, after the --settle seconds the signer waits): drop ->
+  e2e       K actes and K PES, spaced (with --approval human, the parapheur answered by an approver:
+            simulators.signer, the official's own account, after --settle seconds): drop ->
             "transmis" and drop -> "archivé", with the journal's breakdown by state;
   batch     B mixed dossiers dropped at once: dossiers/hour to "archivé" (and to "transmis"),
             CPU-seconds per dossier of the platform's processes (psutil, by component), peak RSS
@@ -21,8 +27,9 @@ Phases (documents from flows.helios.generate / flows.actes.generate, unique nume
   floor     the same B documents through bench_floor's plain loop after the platform is stopped:
             demat's own CPU per dossier (the rest of the platform's CPU is orchestration overhead)
             and the floor's throughput (the baseline of the throughput figure).
-The counterpart simulators are the platform's own (`make run` defaults: first answer after 2 s,
-SAE reply after 30 s); those fixed waits are inside the archived figures and reported apart.
+The counterpart simulators are the platform's own, answering after --sim-delay seconds (`make run`
+defaults: first answer after 2 s, SAE reply after 30 s); the collection DAG's period (20 s) is inside
+the archived figures.
 Run start dates and task instances are read from Airflow's metadata database (the values the REST
 API serves: checked against /api/v2/dags/{dag}/dagRuns/{run_id} for a sample); the approver uses
 the REST API. Everything is bounded by time-outs (--max-minutes overall).
@@ -46,7 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Doc, TreeMeter, cpu_delta, figure, loadavg, log, make_docs  # noqa: E402
+from _common import DEMO_CONFIG, ROOT, Doc, TreeMeter, cpu_delta, figure, loadavg, log, make_docs  # noqa: E402
 
 from embedded.demo import stop_launcher  # noqa: E402
 
@@ -108,13 +115,14 @@ class Platform:
         return [p for p in (self.launcher_pid(), self.postmaster_pid()) if p]
 
     @staticmethod
-    def start(state: Path, env_extra: dict[str, str], timeout: float = 900) -> Platform:
+    def start(state: Path, env_extra: dict[str, str], timeout: float = 900, config: Path | None = None) -> Platform:
         from embedded.postgres import free_port
 
         port = free_port()
         env = {**os.environ, "DEMAT_STATE": str(state), **env_extra}
         logf = (state / "launcher.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)],
+        cmd = [sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)]
+        proc = subprocess.Popen(cmd + (["--config", str(config)] if config else []),
                                 cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         try:
@@ -192,6 +200,20 @@ class Platform:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def automatic_config(target: Path) -> Path:
+    """The demo configuration with every circuit automatic: one AUTO step naming the circuit's signer
+    (signed with that official's certificate, nobody answers). Used by the benchmark only."""
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    for coll in data["collectivites"]:
+        for doc_type, steps in coll.get("circuits", {}).items():
+            signer = next((s["official"] for s in steps if s["kind"] == "SIGNATURE"), None)
+            coll["circuits"][doc_type] = [{"kind": "AUTO", **({"official": signer} if signer else {})}]
+    target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return target
+
+
 class Approver(threading.Thread):
     """Answers every parapheur step as the assigned official (simulators.signer), after `settle` seconds."""
 
@@ -205,6 +227,7 @@ class Approver(threading.Thread):
         self.clients = [AirflowClient(platform.base_url, u, platform.secrets["passwords"][u]) for u in users]
         self.settle, self.interval = settle, interval
         self.stop_event = threading.Event()
+        self.paused = threading.Event()  # set: nobody answers (dossiers stay at the parapheur)
         self.answered = 0
         self.errors: list[str] = []
 
@@ -217,7 +240,7 @@ class Approver(threading.Thread):
         # queued"). So count from when this approver first saw that try parked.
         first_seen: dict[tuple, float] = {}
         while not self.stop_event.is_set():
-            for client in self.clients:
+            for client in ([] if self.paused.is_set() else self.clients):
                 try:
                     for detail in client.pending_requests(settled_seconds=0):
                         ti = detail.get("task_instance") or {}
@@ -433,6 +456,29 @@ def phase_batch(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> 
     }
 
 
+def phase_inflight(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> dict:
+    """N dossiers dropped at once and left waiting at the parapheur: memory while carrying them."""
+    inbox = platform.state / "inbox"
+    load0 = loadavg()
+    c0 = sampler.now()
+    dropped = [(d, d.drop(inbox)) for d in docs]
+    t0 = dropped[0][1]
+    info = wait_tracked(platform, dropped, "au_parapheur", timeout, "in flight")
+    c1 = sampler.now()
+    t_end = time.time()
+    rss, pss = sampler.peak(t0, t_end)
+    parked = [info[d.sha256]["times"]["au_parapheur"] for d, _ in dropped
+              if d.sha256 in info and "au_parapheur" in info[d.sha256]["times"]]
+    states: dict[str, int] = {}
+    for d, _ in dropped:
+        st = info.get(d.sha256, {}).get("state", "non reçu")
+        states[st] = states.get(st, 0) + 1
+    cpu = sum(v for k, v in cpu_delta(c0, c1).items() if k != "simulators")
+    return {"n": len(docs), "parked": len(parked), "span": (max(parked) - t0) if parked else None,
+            "rss": rss, "pss": pss, "cpu_per_dossier": cpu / len(docs), "states": states,
+            "note": f"n={len(parked)}/{len(docs)} at the parapheur; load {load0} -> {loadavg()}"}
+
+
 # --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -442,13 +488,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spacing", type=float, default=2.5)
     ap.add_argument("--e2e", type=int, help="dossiers per flow")
     ap.add_argument("--batch", type=int)
-    ap.add_argument("--settle", type=float, default=10.0, help="seconds the auto-approver lets a request settle")
+    ap.add_argument("--approval", choices=("auto", "human"), default="auto",
+                    help="auto: circuits of one AUTO step (the issue's benchmark circuit); human: the demo "
+                         "circuits answered through the REST API by an approver thread")
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds the human approver lets a request settle")
+    ap.add_argument("--sim-delay", type=float, default=0.0,
+                    help="the simulators' answer delays (0: answering at once; the platform's default is 2 s/30 s)")
     ap.add_argument("--idle", type=float, help="seconds of idle measurement")
     ap.add_argument("--collect-seconds", type=int, help="DEMAT_COLLECT_SECONDS for the platform (default: its own)")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--attach", type=Path, help="use the running platform of this state folder (development)")
     ap.add_argument("--port", type=int)
     ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--inflight", type=int, default=0,
+                    help="after the batch: N dossiers dropped at once and left at the parapheur (memory)")
     ap.add_argument("--keep-state", action="store_true")
     args = ap.parse_args(argv)
     q = args.quick
@@ -496,20 +549,24 @@ def main(argv: list[str] | None = None) -> int:
             startup = None
         else:
             tmp = Path(tempfile.mkdtemp(prefix="bench-platform-"))
-            env = {"DEMAT_INBOX_MIN_AGE": "0.5"}
+            env = {"DEMAT_INBOX_MIN_AGE": "0.5", "DEMAT_SIM_DELAY": f"{args.sim_delay:g}",
+                   "DEMAT_SIM_LATER_DELAY": f"{args.sim_delay:g}"}
             if args.collect_seconds:
                 env["DEMAT_COLLECT_SECONDS"] = str(args.collect_seconds)
-            log(f"starting the platform in {tmp} (load {loadavg()})")
+            config = automatic_config(tmp / "bench-auto.yaml") if args.approval == "auto" else None
+            log(f"starting the platform in {tmp} (load {loadavg()}; approval {args.approval}, simulators' "
+                f"delay {args.sim_delay:g} s)")
             t = time.monotonic()
-            platform = Platform.start(tmp, env)
+            platform = Platform.start(tmp, env, config=config)
             startup = time.monotonic() - t
             log(f"platform ready in {startup:.0f} s on port {platform.port}")
             time.sleep(10)  # let the first scheduled runs (collect, watch) pass
         meter = TreeMeter(platform.roots)
         sampler = Sampler(meter)
         sampler.start()
-        approver = Approver(platform, args.settle)
-        approver.start()
+        if args.approval == "human":
+            approver = Approver(platform, args.settle)
+            approver.start()
 
         # idle
         s0 = sampler.now()
@@ -543,13 +600,32 @@ def main(argv: list[str] | None = None) -> int:
             x = e.get(flow)
             if not x:
                 continue
-            note = (f"n={len(x['transmis'])}/{n_e2e} states {sorted(set(x['states']))}; approver settle "
-                    f"{args.settle:g}s; {e['_note']}")
+            how = f"approver settle {args.settle:g}s" if approver else "automatic circuit"
+            note = (f"n={len(x['transmis'])}/{n_e2e} states {sorted(set(x['states']))}; {how}; "
+                    f"simulators' delay {args.sim_delay:g}s; {e['_note']}")
             lines.append(figure(f"e2e_{flow}_drop_to_transmis_median", med(x["transmis"]), "s", note=note))
             lines.append(figure(f"e2e_{flow}_drop_to_archive_median", med(x["archive"]), "s", note=note))
             for k, v in x["steps"].items():
                 table.append((f"e2e {flow} {k} (median)", f"{med(v):.1f} s"))
         flush_figures()
+
+        # in flight (human approval only: the dossiers wait at the parapheur, nobody answers)
+        if args.inflight:
+            if approver is None:
+                raise SystemExit("--inflight needs --approval human (dossiers wait at the parapheur)")
+            approver.paused.set()
+            log(f"in flight: {args.inflight} dossiers dropped at once, left at the parapheur")
+            f = phase_inflight(platform, sampler, make_docs(args.inflight, stamp + "5", mix="mixed"),
+                               timeout=max(600.0, args.inflight * 6.0))
+            table.append(("in flight final states", json.dumps(f["states"], ensure_ascii=False)))
+            lines.append(figure("inflight_peak_rss_sum", f["rss"], "MiB", note=f["note"]))
+            lines.append(figure("inflight_peak_pss_sum", f["pss"], "MiB", note=f["note"]))
+            lines.append(figure("inflight_throughput_to_parapheur",
+                                f["parked"] / f["span"] * 3600 if f["span"] else None, "dossiers/h", note=f["note"]))
+            lines.append(figure("inflight_cpu_per_dossier_to_parapheur", f["cpu_per_dossier"], "CPU-s",
+                                note=f["note"]))
+            flush_figures()
+            raise SkipBatch  # the parked dossiers would disturb a batch: one or the other per run
 
         # batch
         if not batch_docs:
@@ -557,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_quiet(platform, [d.sha256 for d in e2e_docs], timeout=300)
         log(f"batch: {n_batch} mixed dossiers at once")
         b = phase_batch(platform, sampler, batch_docs, timeout=(600 if q else 1800))
+        b["note"] = f"{args.approval} approval, simulators' delay {args.sim_delay:g}s; {b['note']}"
         platform_cpu = {k: v for k, v in b["cpu"].items() if k != "simulators"}
         total_cpu = sum(platform_cpu.values())
         idle_part = idle_total_rate * b["cpu_window"]

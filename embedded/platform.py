@@ -215,7 +215,10 @@ def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config),
          # the demo actes carry the classification of 2024-01-15; the préfecture answers with the same
-         "--set", "prefecture.classification_date=2024-01-15", "--mail-dir", str(layout.mails)],
+         "--set", "prefecture.classification_date=2024-01-15", "--mail-dir", str(layout.mails),
+         # answer delays (defaults 2 s and 30 s); the benchmarks set them to 0, "answering at once"
+         *[arg for flag, var in (("--delay", "DEMAT_SIM_DELAY"), ("--later-delay", "DEMAT_SIM_LATER_DELAY"))
+           if os.environ.get(var) for arg in (flag, os.environ[var])]],
         cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60

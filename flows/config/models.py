@@ -40,7 +40,7 @@ class Official(_Strict):
 
 class Step(_Strict):
     kind: Literal["VISA", "SIGNATURE", "AUTO"]
-    official: str | None = None  # for SIGNATURE: an Official.id
+    official: str | None = None  # SIGNATURE: the signing Official.id; AUTO: signs automatically with it
     users: list[str] = Field(default_factory=list)  # for VISA: any of these may approve
     deadline_days: int = Field(default=30, ge=1, le=365)
 

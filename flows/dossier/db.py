@@ -53,3 +53,24 @@ def lock(session: Session, key: str) -> None:
     """Serialize writers on a key for the rest of the transaction (PostgreSQL advisory lock)."""
     if session.bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
+
+_TABLES_READY: set[tuple[str, str]] = set()
+
+
+def ensure_tables(session: Session, name: str, tables: list) -> None:
+    """Create a module's own tables if missing, once per database, name and process.
+
+    create_schema only knows the tables imported when it runs; modules loaded later (answers,
+    actions) call this. The DDL runs in its own short transaction under an advisory lock (never in
+    the caller's, which may hold row locks); such tables carry no foreign key to `dossier`, so
+    creating them never waits on a dossier lock.
+    """
+    key = (str(session.bind.url), name)
+    if key in _TABLES_READY:
+        return
+    with session.bind.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"demat-schema-{name}"})
+        Base.metadata.create_all(conn, checkfirst=True, tables=tables)
+    _TABLES_READY.add(key)

@@ -34,7 +34,7 @@ from sqlalchemy import BigInteger, DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flows.dossier import service, states
-from flows.dossier.db import session_scope
+from flows.dossier.db import ensure_tables, session_scope
 from flows.dossier.models import Base, Dossier
 from flows.pipeline import answers, inbox
 from flows.settings import Settings
@@ -112,22 +112,10 @@ class ResubmissionRequest(Base):
     dossier_id: Mapped[str | None] = mapped_column(String(80), nullable=True)  # set when linked
 
 
-_READY: set[str] = set()
-
-
 def ensure_schema(session: Session) -> None:
-    """This module's table and the answers ones, once per database and process (see answers.ensure_schema)."""
-    from sqlalchemy import text
-
+    """This module's table and the answers ones, created if missing (flows.dossier.db.ensure_tables)."""
     answers.ensure_schema(session)
-    key = str(session.bind.url)
-    if key in _READY:
-        return
-    with session.bind.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('demat-schema-actions'))"))
-        Base.metadata.create_all(conn, checkfirst=True, tables=[ResubmissionRequest.__table__])
-    _READY.add(key)
+    ensure_tables(session, "actions", [ResubmissionRequest.__table__])
 
 
 # --------------------------------------------------------------------------------------------- who and what
@@ -331,26 +319,17 @@ def stage_upload(settings: Settings, collectivite: str, flow: str, filename: str
     folder = settings.inbox_root / collectivite / flow
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".action-{uuid.uuid4().hex}.part"
-    h, size = hashlib.sha256(), 0
     try:
-        with tmp.open("wb") as out:
-            while chunk := stream.read(1 << 20):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ActionRefused("taille", f"fichier : trop volumineux (plus de {max_bytes // (1024 * 1024)} Mio).",
-                                        "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.",
-                                        "fichier")
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if size == 0:
-            raise ActionRefused("saisie", "fichier : le fichier est vide.", "Vérifiez l'export puis déposez-le à nouveau.",
-                                "fichier")
-    except BaseException:
+        size, sha = inbox.stream_to_file(stream, tmp, max_bytes)
+    except inbox.TooLarge:
+        raise ActionRefused("taille", f"fichier : trop volumineux (plus de {max_bytes // (1024 * 1024)} Mio).",
+                            "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.",
+                            "fichier") from None
+    if size == 0:
         tmp.unlink(missing_ok=True)
-        raise
-    return Staged(tmp, name, h.hexdigest(), size)
+        raise ActionRefused("saisie", "fichier : le fichier est vide.", "Vérifiez l'export puis déposez-le à nouveau.",
+                            "fichier")
+    return Staged(tmp, name, sha, size)
 
 
 def read_documents(files: Iterable[tuple[str, BinaryIO]], *, max_bytes: int = MAX_ANSWER_BYTES

@@ -29,7 +29,7 @@ from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Integer, String, 
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flows.dossier import service
-from flows.dossier.db import session_scope
+from flows.dossier.db import ensure_tables, session_scope
 from flows.dossier.models import Base, Dossier
 from flows.dossier.store import ArtefactStore
 from flows.findings import Finding, Report
@@ -125,28 +125,12 @@ class ActesEnvoi(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-_READY: set[str] = set()
-
-
 def ensure_schema(session: Session) -> None:
-    """Create this module's tables (and the classification ones) if missing, once per database and process.
-
-    flows.dossier.db.create_schema only knows the tables imported when it runs. The DDL runs on its
-    own short transaction (not the caller's, which may hold locks); the tables carry no foreign key
-    to `dossier` so creating them never waits on a dossier lock."""
-    from sqlalchemy import text
-
+    """This module's tables (and the classification ones), created if missing (flows.dossier.db.ensure_tables)."""
     from flows.pipeline.classification import TABLES as CLASSIFICATION_TABLES
 
-    key = str(session.bind.url)
-    if key in _READY:
-        return
-    with session.bind.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('demat-schema-actes-answers'))"))
-        Base.metadata.create_all(conn, checkfirst=True,
-                                 tables=[PrefectureCourrier.__table__, ActesEnvoi.__table__, *CLASSIFICATION_TABLES])
-    _READY.add(key)
+    ensure_tables(session, "actes-answers",
+                  [PrefectureCourrier.__table__, ActesEnvoi.__table__, *CLASSIFICATION_TABLES])
 
 
 # --------------------------------------------------------------------------------------------- folders

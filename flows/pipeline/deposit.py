@@ -16,7 +16,7 @@ from flows.dossier import service, states
 from flows.dossier.db import session_scope
 from flows.dossier.models import Dossier
 from flows.dossier.store import ArtefactStore
-from flows.pipeline.send import upload_recorded
+from flows.pipeline.send import upload_recorded, waiting_reason
 from flows.settings import Settings
 from flows.transport.errors import TransientError
 
@@ -139,7 +139,6 @@ def deposit_ready(settings: Settings, endpoint_factory, upload_dir: str = "depot
         except TransientError as exc:  # the SAE is unreachable: every dossier still to deposit waits for it
             with session_scope(settings.database_url) as session:
                 for other in ids[i + 1:]:
-                    service.wait(session, service.get(session, other, for_update=True),
-                                 f"Dépôt au SAE en attente : {exc}. Nouvel essai automatique.")
+                    service.wait(session, service.get(session, other, for_update=True), waiting_reason("sae", exc))
             raise
     return done

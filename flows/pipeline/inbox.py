@@ -7,12 +7,14 @@ filesystem) into <work>/claimed/<collectivité>/<flux>/ so that two watchers nev
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 FLOWS = ("actes", "helios")
 REJECTED = "rejetes"
@@ -139,3 +141,30 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+class TooLarge(Exception):
+    """An upload went past its size cap (the partial copy is already removed)."""
+
+
+def stream_to_file(src: BinaryIO, dst: Path, max_bytes: int) -> tuple[int, str]:
+    """Copy an upload to `dst` in 1 MiB chunks, durably; returns (size, sha256).
+
+    Stops as soon as `max_bytes` is passed (an upload is never held whole in memory); on any
+    error the partial file is removed and the error raised (TooLarge past the cap).
+    """
+    h, size = hashlib.sha256(), 0
+    try:
+        with dst.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(f"{dst.name}: more than {max_bytes} bytes")
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
+    return size, h.hexdigest()

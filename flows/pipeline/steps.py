@@ -317,7 +317,11 @@ def parapheur_expired(settings: Settings, dossier_id: str, *, deadline_days: int
 
 # --------------------------------------------------------------------------------------------- signature
 def _signature_step(coll: Collectivite, dossier: Dossier):
-    return next((s for s in human_steps(coll, dossier) if s.kind == "SIGNATURE"), None)
+    """The step whose official signs: the SIGNATURE step, else an AUTO step naming an official
+    (automatic signature with that official's certificate, without anyone answering)."""
+    circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
+    return (next((s for s in circuit if s.kind == "SIGNATURE"), None)
+            or next((s for s in circuit if s.kind == "AUTO" and s.official), None))
 
 
 def sign(settings: Settings, dossier_id: str) -> StepOutcome:
@@ -369,8 +373,13 @@ def sign(settings: Settings, dossier_id: str) -> StepOutcome:
                 service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-signature.xml",
                                data=signature, media_type="application/xml")
                 how = "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"
-            message = f"Signé électroniquement ({how}) par {official.name}, {official.role}, le {when}."
-            details = {"signer": official.name, "role": official.role, "official": official.id}
+            if step.kind == "AUTO":
+                message = (f"Signé électroniquement sans intervention (circuit automatique ; {how}) avec le "
+                           f"certificat de {official.name}, {official.role}, le {when}.")
+            else:
+                message = f"Signé électroniquement ({how}) par {official.name}, {official.role}, le {when}."
+            details = {"signer": official.name, "role": official.role, "official": official.id,
+                       "automatique": step.kind == "AUTO"}
         elif not circuit:
             message = "Circuit sans étape humaine : transmis sans signature électronique."
             details = {"approver": "demat"}

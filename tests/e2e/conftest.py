@@ -51,6 +51,19 @@ class Platform:
         os.replace(tmp, folder / name)
         return hashlib.sha256(data).hexdigest()
 
+    @staticmethod
+    def wait(predicate, deadline: float, what: str, *, tick=None, explain=None):
+        """Poll `predicate` every 2 s (calling `tick` first) until it returns something truthy, and
+        return that; fail the test with `what` (and `explain()`) at the monotonic `deadline`."""
+        while time.monotonic() < deadline:
+            if tick is not None:
+                tick()
+            found = predicate()
+            if found:
+                return found
+            time.sleep(2)
+        pytest.fail(f"not within the time budget: {what}" + (f"\n{explain()}" if explain else ""))
+
     def airflow_processes(self) -> dict[str, int]:
         """Airflow components alive under this platform (descendants of its launcher), by name."""
         from embedded.watchdog import airflow_components

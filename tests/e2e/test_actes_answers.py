@@ -42,17 +42,6 @@ def _events(platform, dossier_id: str) -> list[tuple[str, str | None, str]]:
         return [(e.event, e.state_to, e.message) for e in d.journal]
 
 
-def _wait(predicate, deadline: float, what: str, *, tick=None):
-    while time.monotonic() < deadline:
-        if tick is not None:
-            tick()
-        found = predicate()
-        if found:
-            return found
-        time.sleep(2)
-    pytest.fail(f"not within the time budget: {what}")
-
-
 def test_demande_de_pieces_answered_and_acknowledged_then_annulation(platform):
     from flows.actes.generate import generate_acte_zip
     from flows.actes.pdf import minimal_pdf
@@ -80,7 +69,7 @@ def test_demande_de_pieces_answered_and_acknowledged_then_annulation(platform):
             if any(e.event == "DemandePieceComplementaire" for e in d.journal):
                 return d.id, d.idacte
 
-    dossier_id, idacte = _wait(dossier_with_letter, deadline, "ARActe then DemandePieceComplementaire", tick=approve)
+    dossier_id, idacte = platform.wait(dossier_with_letter, deadline, "ARActe then DemandePieceComplementaire", tick=approve)
     inbox = platform.state / "inbox"
     alert = answers.courriers_dir(inbox, coll.slug) / f"ALERTE-{dossier_id}.txt"
     folder = answers.reply_folder(inbox, coll.slug, idacte)
@@ -102,7 +91,7 @@ def test_demande_de_pieces_answered_and_acknowledged_then_annulation(platform):
         events = [e for e, _, _ in _events(platform, dossier_id)]
         return "ARPieceComplementaire" in events and events
 
-    events = _wait(acknowledged, deadline, "3-4 transmitted and 3-5 received")
+    events = platform.wait(acknowledged, deadline, "3-4 transmitted and 3-5 received")
     assert events.index("ARActe") < events.index("DemandePieceComplementaire") < events.index("alerte") \
         < events.index("envoi_3-4") < events.index("ARPieceComplementaire")
     journal = _events(platform, dossier_id)
@@ -130,7 +119,7 @@ def test_demande_de_pieces_answered_and_acknowledged_then_annulation(platform):
             d = service.get(session, dossier_id)
             return d.state == "annule" and d
 
-    _wait(cancelled, deadline, "6-1 transmitted, 6-2 received, dossier annulé")
+    platform.wait(cancelled, deadline, "6-1 transmitted, 6-2 received, dossier annulé")
     journal = _events(platform, dossier_id)
     events = [e for e, _, _ in journal]
     assert "annulation_demandee" in events and "envoi_6-1" in events

@@ -10,9 +10,7 @@ on them. Every process started must be gone at the end.
 
 Debian packages: postgresql, redis-server (the test skips, saying so, when they are absent).
 
-Scaling figure (not a test assertion: tests never assert on time):
-    DEMAT_CELERY_SCALING=8 .venv/bin/python -m pytest tests/e2e/test_celery.py -k scaling -s
-or  .venv/bin/python -m tests.e2e.test_celery 8
+The scaling figure (one worker vs two) is a benchmark, not a test: bench/bench_celery.py.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import hashlib
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -92,7 +89,7 @@ def cluster():
     shutil.rmtree(state, ignore_errors=True)
 
 
-# -- helpers (also used by the scaling measurement) ---------------------------------------------------
+# -- helpers ---------------------------------------------------
 def _drop(cluster: Cluster, coll: str, flow: str, name: str, data: bytes) -> str:
     folder = cluster.state / "inbox" / coll / flow
     tmp = folder / f".{name}.part"
@@ -229,34 +226,3 @@ def test_both_flows_archived_through_two_celery_workers(cluster):
         assert health[component]["status"] == "healthy", health
     dead = {n: p.returncode for n, p in cluster.procs.items() if p.poll() is not None}
     assert not dead, f"a component died: {dead}"
-
-
-# -- scaling: one worker vs two (a measurement, run on demand) ---------------------------------------------
-def measure_scaling(cluster: Cluster, n: int, timeout: float = 900) -> dict[str, float]:
-    """Time to carry n dossiers with worker 1 alone, then with both workers. Returns the figures."""
-    cluster.stop_worker(2)
-    t = time.monotonic()
-    carry(cluster, drop_dossiers(cluster, n, "S1" + datetime.now(UTC).strftime("%H%M%S")), timeout)
-    one = time.monotonic() - t
-    cluster.start_worker(2)
-    time.sleep(15)  # let the second worker join the broker
-    t = time.monotonic()
-    carry(cluster, drop_dossiers(cluster, n, "S2" + datetime.now(UTC).strftime("%H%M%S")), timeout)
-    two = time.monotonic() - t
-    return {"n": n, "one_worker_s": one, "two_workers_s": two, "scaling": one / two}
-
-
-@pytest.mark.timeout(1800)
-@pytest.mark.skipif(not os.environ.get("DEMAT_CELERY_SCALING"), reason="mesure à la demande : DEMAT_CELERY_SCALING=N")
-def test_scaling_one_to_two_workers(cluster):
-    figures = measure_scaling(cluster, int(os.environ["DEMAT_CELERY_SCALING"]))
-    print(f"\n[celery] {figures['n']} dossiers : 1 worker {figures['one_worker_s']:.0f} s, "
-          f"2 workers {figures['two_workers_s']:.0f} s, facteur {figures['scaling']:.2f}")
-
-
-if __name__ == "__main__":  # python -m tests.e2e.test_celery N
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-    with Cluster(Path(tempfile.mkdtemp(prefix="demat-celery-")),
-                 extra_env={"DEMAT_COLLECT_SECONDS": "5", "DEMAT_INBOX_MIN_AGE": "1.0"}) as c:
-        c.start(workers=2, timeout=600)
-        print(measure_scaling(c, n))

@@ -76,17 +76,6 @@ def _dossier(platform, dossier_id: str):
         return d.state, [(e.event, e.actor, e.state_to) for e in d.journal], d.previous_id, d.version
 
 
-def _wait(predicate, deadline: float, what: str, tick=None, explain=None):
-    while time.monotonic() < deadline:
-        if tick is not None:
-            tick()
-        found = predicate()
-        if found:
-            return found
-        time.sleep(2)
-    pytest.fail(f"not within the time budget: {what}" + (f"\n{explain()}" if explain else ""))
-
-
 def test_actions_through_the_api_and_the_page(platform):
     from flows.actes.generate import generate_acte_zip
     from flows.actes.pdf import minimal_pdf
@@ -124,9 +113,9 @@ def test_actions_through_the_api_and_the_page(platform):
                          headers={"Authorization": f"Bearer {admin.token()}"}, timeout=20)
         return {t["task_id"]: t["state"] for t in r.json().get("task_instances", [])} if r.status_code == 200 else {}
 
-    _wait(lambda: any(t.startswith("parapheur") and st in ("awaiting_input", "deferred") for t, st in tasks().items()),
-          deadline, "the PES parked at the parapheur", tick=lambda: approve(skip=stuck_run),
-          explain=lambda: f"tasks: {tasks()}\ndossier: {_dossier(platform, stuck_id)}")
+    platform.wait(lambda: any(t.startswith("parapheur") and st in ("awaiting_input", "deferred") for t, st in tasks().items()),
+                  deadline, "the PES parked at the parapheur", tick=lambda: approve(skip=stuck_run),
+                  explain=lambda: f"tasks: {tasks()}\ndossier: {_dossier(platform, stuck_id)}")
     r = admin.patch(f"/dags/demat_pes/dagRuns/{stuck_run}", {"state": "failed"})  # the run dies
     assert r.status_code == 200, r.text
     assert _dossier(platform, stuck_id)[0] == "au_parapheur"
@@ -140,8 +129,8 @@ def test_actions_through_the_api_and_the_page(platform):
     assert "en cours" in _error(operator.post(stuck_id, "retry"), 409)["erreur"]  # the run lives again
 
     # ---- 2. the refused PES and its corrected version
-    _wait(lambda: (_dossier(platform, refused_id) or ("",))[0] == "refuse_validation", deadline,
-          "the wrong PES refused at validation", tick=approve)
+    platform.wait(lambda: (_dossier(platform, refused_id) or ("",))[0] == "refuse_validation", deadline,
+                  "the wrong PES refused at validation", tick=approve)
     assert [a["code"] for a in agent.actions(refused_id)["actions"]] == ["resoumettre"]
     _error(outsider.post(refused_id, "resubmit", files={"fichier": ("x.xml", b"<x/>")}), 404)
     same = agent.post(refused_id, "resubmit", files={"fichier": ("pes-faux-encore.xml", bad)})
@@ -157,20 +146,20 @@ def test_actions_through_the_api_and_the_page(platform):
         d = _dossier(platform, new_id)
         return d is not None and d[0] not in ("recu",) and d
 
-    state, journal, previous, version = _wait(linked, deadline, "the corrected PES ingested and validated",
-                                              tick=approve)
+    state, journal, previous, version = platform.wait(linked, deadline, "the corrected PES ingested and validated",
+                                                      tick=approve)
     assert previous == refused_id and version == 2 and state != "refuse_validation", journal
     assert ("nouvelle_version", "agent.saintsever", None) in journal
     assert [e for e, _, _ in _dossier(platform, refused_id)[1]][-2:] == ["resoumission", "version_suivante"]
 
     # the relaunched PES went through
-    _wait(lambda: _dossier(platform, stuck_id)[0] in ("transmis", "acquitte", "depose_sae", "archive"), deadline,
-          "the relaunched PES transmitted", tick=approve)
+    platform.wait(lambda: _dossier(platform, stuck_id)[0] in ("transmis", "acquitte", "depose_sae", "archive"), deadline,
+                  "the relaunched PES transmitted", tick=approve)
     assert ("relance", "operateur", None) in _dossier(platform, stuck_id)[1]
 
     # ---- 3. the acte: answer the demande de pièces through the API
-    _wait(lambda: any(e == "DemandePieceComplementaire" for e, _, _ in _dossier(platform, acte_id)[1]), deadline,
-          "ARActe then the demande de pièces complémentaires", tick=approve)
+    platform.wait(lambda: any(e == "DemandePieceComplementaire" for e, _, _ in _dossier(platform, acte_id)[1]), deadline,
+                  "ARActe then the demande de pièces complémentaires", tick=approve)
     listed = agent.actions(acte_id)
     assert {a["code"] for a in listed["actions"]} == {"annuler", "repondre"}, listed
     assert [c["code"] for c in listed["courriers"][0]["reponses"]] == ["3-4", "3-3", "3-2"]
@@ -180,8 +169,8 @@ def test_actions_through_the_api_and_the_page(platform):
     r = agent.post(acte_id, "reponse", data={"reponse": "3-4", "motif": "Plan signé joint"},
                    files={"fichiers": ("plan-financement.pdf", pieces, "application/pdf")})
     assert r.status_code == 202, r.text
-    _wait(lambda: "ARPieceComplementaire" in [e for e, _, _ in _dossier(platform, acte_id)[1]], deadline,
-          "3-4 sent at once and acknowledged (3-5)")
+    platform.wait(lambda: "ARPieceComplementaire" in [e for e, _, _ in _dossier(platform, acte_id)[1]], deadline,
+                  "3-4 sent at once and acknowledged (3-5)")
     events = _dossier(platform, acte_id)[1]
     assert ("reponse_agent", "agent.saintsever", None) in events and ("envoi_3-4", "agent.saintsever", None) in events
     runs = admin.get("/dags/demat_actes_answers/dagRuns", limit=100)["dag_runs"]
@@ -199,7 +188,7 @@ def test_actions_through_the_api_and_the_page(platform):
     r = page.post(f"{platform.base_url}/demat/dossiers/{acte_id}/annuler",
                   data={"csrf": token, "motif": "Acte retiré par le conseil"}, allow_redirects=False, timeout=30)
     assert r.status_code == 303 and "message=" in r.headers["location"], r.headers.get("location")
-    _wait(lambda: _dossier(platform, acte_id)[0] == "annule", deadline, "6-1 sent, 6-2 received, dossier annulé")
+    platform.wait(lambda: _dossier(platform, acte_id)[0] == "annule", deadline, "6-1 sent, 6-2 received, dossier annulé")
     assert ("annulation_demandee", "agent.saintsever", None) in _dossier(platform, acte_id)[1]
     assert "annulé" in page.get(f"{platform.base_url}/demat/dossiers/{acte_id}", timeout=30).text.lower()
     with session_scope(platform.database_url) as s:

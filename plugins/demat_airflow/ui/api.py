@@ -10,9 +10,7 @@ token in the Authorization header (a browser's session cookie is not enough to c
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import uuid
 from datetime import UTC, datetime
 from datetime import date as Day
@@ -227,19 +225,6 @@ def _etat(d, history: bool = False) -> DossierEtat:
     return out
 
 
-def _safe_filename(name: str) -> str:
-    base = os.path.basename((name or "").replace("\\", "/")).strip()
-    base = re.sub(r"[^A-Za-z0-9._() -]", "_", base)[:200].lstrip(".~ ")
-    return base
-
-
-def _waiting_in_inbox(settings, collectivite: str, flux: str, sha: str, size: int) -> bool:
-    """Same content already dropped but not yet a dossier (in the inbox or the claimed area)."""
-    from flows.pipeline.actions import waiting_in_inbox
-
-    return waiting_in_inbox(settings, collectivite, flux, sha, size)
-
-
 def _parse_since(value: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -293,6 +278,8 @@ def create_api() -> FastAPI:
                fichier: Annotated[UploadFile, File(description="Le document")]) -> Depot:
         from flows.dossier import service
         from flows.dossier.db import session_scope
+        from flows.pipeline import inbox
+        from flows.pipeline.actions import safe_filename, waiting_in_inbox
 
         settings = _settings()
         try:
@@ -309,7 +296,7 @@ def create_api() -> FastAPI:
         if flux not in coll.flows:
             raise ApiError(400, f"Le flux « {flux} » n'est pas ouvert pour {coll.name}.",
                            "Demandez à l'opérateur d'activer ce flux pour votre collectivité.")
-        name = _safe_filename(fichier.filename or "")
+        name = safe_filename(fichier.filename or "")
         if not name:
             raise ApiError(400, "Nom de fichier absent ou illisible.", "Envoyez le fichier avec son nom "
                            "(partie multipart « fichier » avec filename).")
@@ -320,29 +307,21 @@ def create_api() -> FastAPI:
         folder = settings.inbox_root / coll.slug / flux
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".api-{uuid.uuid4().hex}.part"  # ignored by the inbox watcher until renamed
-        h = hashlib.sha256()
-        size = 0
         try:
-            with tmp.open("wb") as out:
-                while chunk := fichier.file.read(1 << 20):
-                    size += len(chunk)
-                    if size > MAX_UPLOAD:
-                        raise ApiError(413, f"Fichier trop volumineux (plus de {MAX_UPLOAD // (1024 * 1024)} Mio).",
-                                       "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.")
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                size, sha = inbox.stream_to_file(fichier.file, tmp, MAX_UPLOAD)
+            except inbox.TooLarge:
+                raise ApiError(413, f"Fichier trop volumineux (plus de {MAX_UPLOAD // (1024 * 1024)} Mio).",
+                               "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.") from None
             if size == 0:
                 raise ApiError(400, "Le fichier est vide.", "Vérifiez l'export puis déposez à nouveau le fichier.")
-            sha = h.hexdigest()
             with session_scope(settings.database_url) as s:
                 existing = service.by_sha(s, sha)
                 if existing is not None:
                     raise ApiError(409, f"Doublon : ce contenu a déjà été reçu (dossier {existing.id}, "
                                    f"état {existing.state}).", "Aucune : le document est déjà pris en charge. Pour une "
                                    "version corrigée, modifiez le fichier avant de le déposer.")
-            if _waiting_in_inbox(settings, coll.slug, flux, sha, size):
+            if waiting_in_inbox(settings, coll.slug, flux, sha, size):
                 raise ApiError(409, "Doublon : ce contenu vient déjà d'être déposé et attend sa prise en charge.",
                                "Aucune : suivez le dossier déjà annoncé (même identifiant).")
             target = folder / name
@@ -391,9 +370,11 @@ def create_api() -> FastAPI:
                                "L'accusé arrive après la transmission (quelques minutes à quelques heures) : "
                                "réessayez plus tard ; consultez l'état du dossier pour un éventuel refus.")
             sha, name, media = a.sha256, a.name, a.media_type
+        from flows.pipeline.actions import safe_filename
+
         data = ArtefactStore(_settings().store_root).get(sha)
         return Response(data, media_type=media or "application/xml",
-                        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(name) or "accuse.xml"}"'})
+                        headers={"Content-Disposition": f'attachment; filename="{safe_filename(name) or "accuse.xml"}"'})
 
     @api.get("/dossiers/{dossier_id}/archive", response_model=Archive, responses=ERRORS,
              summary="Identifiant d'archivage au SAE")

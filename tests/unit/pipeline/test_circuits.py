@@ -188,6 +188,30 @@ def test_automatic_circuit_signs_without_anyone(settings, tmp_path):
     assert [e for e, *_ in _journal(auto, dossier_id)] == ["reception", "valide", "signe"]
 
 
+def test_automatic_step_naming_an_official_signs_with_its_certificate(settings, tmp_path):
+    """A circuit without anyone (a server seal): AUTO with `official` signs as that official's certificate."""
+    from flows.signature.detached import verify_detached
+
+    data = yaml.safe_load(DEMO.read_text())
+    data["collectivites"][0]["circuits"]["acte"] = [{"kind": "AUTO", "official": "maire"}]
+    path = tmp_path / "auto-seal.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    auto = dataclasses.replace(settings, config_path=path)
+    dossier_id = _dossier(auto, "saint-sever", "DE", "DEL2026_09")
+    req = steps.parapheur_request(auto, dossier_id, step=1)
+    assert req.action == "approved" and req.last
+    assert steps.sign(auto, dossier_id).state == "signe"
+    store = ArtefactStore(auto.store_root)
+    with session_scope(auto.database_url) as s:
+        d = service.get(s, dossier_id)
+        sig = store.get(service.artefact(d, "signature").sha256)
+        signed = next(e for e in d.journal if e.event == "signe")
+    _, pdf = steps._acte_document(store, d, auto)
+    assert verify_detached(pdf, sig, [auto.pki_dir / "ca.pem"], strict=True).ok
+    assert "sans intervention" in signed.message and "Claire Dupré, Maire" in signed.message
+    assert signed.details["automatique"] is True and signed.actor == "demat"
+
+
 @pytest.mark.parametrize("circuit, message", [
     ([{"kind": "VISA", "users": [f"u{i}"]} for i in range(6)], "6 étapes de visa ou de signature, au plus 5"),
     ([{"kind": "SIGNATURE", "official": "president"}] * 2, "une seule étape SIGNATURE par circuit"),
