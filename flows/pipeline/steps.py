@@ -158,6 +158,13 @@ def human_steps(coll: Collectivite, dossier: Dossier) -> list:
     return [s for s in circuit if s.kind != "AUTO"]
 
 
+def has_parapheur(settings: Settings, dossier_id: str) -> bool:
+    """Whether someone must answer for this dossier (its circuit has a VISA or SIGNATURE step)."""
+    with session_scope(settings.database_url) as session:
+        dossier = service.get(session, dossier_id)
+        return bool(human_steps(settings.config.collectivite(dossier.collectivite), dossier))
+
+
 def _parapheur(dossier: Dossier) -> dict:
     """The circuit's progress, kept on the dossier: asked steps and recorded decisions."""
     return dict((dossier.extra or {}).get("parapheur") or {})

@@ -72,7 +72,9 @@ def build_ingest_dag() -> DAG:
 
 
 def build_dossier_dag(flow: str) -> DAG:
-    from demat_airflow.operators import SIGN_TASK, ParapheurOperator, step_task_id
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    from demat_airflow.operators import AUTOMATIC_TASK, SIGN_TASK, ParapheurOperator, step_task_id
     from flows.config.models import MAX_CIRCUIT_STEPS
 
     dag_id = {"actes": "demat_acte", "helios": "demat_pes"}[flow]
@@ -87,8 +89,9 @@ def build_dossier_dag(flow: str) -> DAG:
         tags=TAGS,
     ) as dag:
 
-        @task(retries=2, retry_delay=timedelta(seconds=10))
+        @task.branch(retries=2, retry_delay=timedelta(seconds=10))
         def validate(params=None) -> str:
+            """Validate, then go to the parapheur, or straight to the signature when nobody has to answer."""
             from airflow.sdk.exceptions import AirflowSkipException
 
             from demat_airflow.context import settings
@@ -97,10 +100,13 @@ def build_dossier_dag(flow: str) -> DAG:
             outcome = steps.validate(settings(), params["dossier_id"])
             if not outcome.proceed:
                 raise AirflowSkipException(f"Dossier {outcome.dossier_id} : {outcome.state}")
-            return outcome.state
+            return step_task_id(1) if steps.has_parapheur(settings(), outcome.dossier_id) else AUTOMATIC_TASK
 
         parapheur = [ParapheurOperator(task_id=step_task_id(i), step=i, retries=2, retry_delay=timedelta(seconds=5))
                      for i in range(1, MAX_CIRCUIT_STEPS + 1)]
+        # a circuit without a human step: the scheduler marks this task done without a process, where
+        # a parapheur step would have started one only to find nothing to ask
+        automatic = EmptyOperator(task_id=AUTOMATIC_TASK)
 
         @task(task_id=SIGN_TASK, trigger_rule="none_failed_min_one_success", **TRANSIENT_RETRIES)
         def sign_and_transmit(params=None) -> str:
@@ -119,7 +125,9 @@ def build_dossier_dag(flow: str) -> DAG:
 
         # each step may branch straight to the signature, so the signature follows every step
         sign = sign_and_transmit()
-        chain(validate(), *parapheur)
+        validated = validate()
+        chain(validated, *parapheur)
+        validated >> automatic >> sign
         for step in parapheur:
             step >> sign
     return dag

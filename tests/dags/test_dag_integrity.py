@@ -42,11 +42,17 @@ def test_dossier_dags_have_parapheur_between_validation_and_transmission(dagbag)
     for dag_id in ("demat_acte", "demat_pes"):
         dag = dagbag.dags[dag_id]
         steps = [f"parapheur_{i}" for i in range(1, MAX_CIRCUIT_STEPS + 1)]
-        assert [t.task_id for t in dag.topological_sort()] == ["validate", *steps, "sign_and_transmit"]
+        order = [t.task_id for t in dag.topological_sort()]
+        assert order[0] == "validate" and order[-1] == "sign_and_transmit"
+        assert [t for t in order if t.startswith("parapheur_")] == steps
         assert {dag.get_task(s).__class__.__name__ for s in steps} == {"ParapheurOperator"}
+        # validate branches: to the first step, or (no human step) to a task the scheduler completes
+        # without a process
+        assert dag.get_task("validate").downstream_task_ids == {"parapheur_1", "automatic_circuit"}
+        assert dag.get_task("automatic_circuit").__class__.__name__ == "EmptyOperator"
         # any step may be the circuit's last: the signature follows each, and runs once none failed
         sign = dag.get_task("sign_and_transmit")
-        assert sign.upstream_task_ids == set(steps)
+        assert sign.upstream_task_ids == {*steps, "automatic_circuit"}
         assert sign.trigger_rule == "none_failed_min_one_success"
         assert dag.get_task("sign_and_transmit").retries >= 3
 
@@ -93,3 +99,10 @@ def test_sending_tasks_retry_with_backoff_within_a_bounded_delay(dagbag):
         assert task.retries >= 3 and task.retry_exponential_backoff and task.max_retry_delay
         worst = sum((min(task.retry_delay * 2 ** i, task.max_retry_delay) for i in range(task.retries)), timedelta())
         assert timedelta(minutes=1) < worst <= timedelta(hours=2), (dag_id, task_id, worst)
+
+
+def test_nightly_batch_includes_the_retention_of_airflow_history(dagbag):
+    dag = dagbag.dags["demat_nightly"]
+    assert {"deposit_nightly", "tiers_report", "stuck_report", "purge_history"} <= set(dag.task_ids)
+    assert dag.get_task("purge_history").retries >= 1  # a failed purge is retried, never blocks the rest
+    assert dag.get_task("purge_history").upstream_task_ids == set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psutil
@@ -17,6 +18,7 @@ from flows.config import load_config
 from flows.dossier import service, states
 from flows.dossier.db import session_scope
 from flows.dossier.journal import verify_chain
+from flows.pipeline.ingest import run_id_for
 from simulators.signer import REJECT, AirflowClient, answer_all
 
 pytestmark = pytest.mark.e2e
@@ -124,7 +126,6 @@ def test_contrat_goes_through_two_visas_then_the_signature(platform):
     import requests
 
     from flows.actes.generate import generate_acte_zip
-    from flows.pipeline.ingest import run_id_for
 
     config = load_config(platform.state / "config.yaml")
     coll = config.collectivite("cc-chalosse-tursan")
@@ -153,40 +154,55 @@ def test_contrat_goes_through_two_visas_then_the_signature(platform):
 
     assert task_states(ids[sha]) == {
         "validate": "success", "parapheur_1": "success", "parapheur_2": "success", "parapheur_3": "success",
-        "parapheur_4": "skipped", "parapheur_5": "skipped", "sign_and_transmit": "success"}
+        "parapheur_4": "skipped", "parapheur_5": "skipped", "automatic_circuit": "skipped",
+        "sign_and_transmit": "success"}
     assert task_states(ids[sha_de]) == {
         "validate": "success", "parapheur_1": "success", "parapheur_2": "skipped", "parapheur_3": "skipped",
-        "parapheur_4": "skipped", "parapheur_5": "skipped", "sign_and_transmit": "success"}
+        "parapheur_4": "skipped", "parapheur_5": "skipped", "automatic_circuit": "skipped",
+        "sign_and_transmit": "success"}
 
 
-def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
-    """The CC's arrêtés are given an archival agreement the SAE does not know: the package is
-    deposited, refused, and the dossier says so (journal, API) in French; nothing is deposited twice."""
+@contextmanager
+def _configured(platform, change):
+    """Run with the platform's configuration changed by `change(data)` (every task reads it afresh)."""
     import shutil
 
     import yaml
-
-    from flows.actes.generate import generate_acte_zip
-    from simulators.counterparts import Ledger
 
     config_path = platform.state / "config.yaml"
     kept = config_path.with_name("config.yaml.kept")
     shutil.copyfile(config_path, kept)
     try:
         data = yaml.safe_load(config_path.read_text())
-        chalosse = next(c for c in data["collectivites"] if c["slug"] == "cc-chalosse-tursan")
-        chalosse["archive"]["arrete"] = {"archival_agreement": "ACCORD-INCONNU-DU-SAE", "dua_years": 5}
+        change(data)
         tmp = config_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(data, allow_unicode=True))
-        os.replace(tmp, config_path)  # every task reads the configuration afresh
-        config = load_config(config_path)
+        os.replace(tmp, config_path)
+        yield load_config(config_path)
+    finally:
+        os.replace(kept, config_path)
+
+
+def _collectivite(data: dict, slug: str) -> dict:
+    return next(c for c in data["collectivites"] if c["slug"] == slug)
+
+
+def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
+    """The CC's arrêtés are given an archival agreement the SAE does not know: the package is
+    deposited, refused, and the dossier says so (journal, API) in French; nothing is deposited twice."""
+    from flows.actes.generate import generate_acte_zip
+    from simulators.counterparts import Ledger
+
+    def unknown_agreement(data: dict) -> None:
+        _collectivite(data, "cc-chalosse-tursan")["archive"]["arrete"] = {
+            "archival_agreement": "ACCORD-INCONNU-DU-SAE", "dua_years": 5}
+
+    with _configured(platform, unknown_agreement) as config:
         stamp = datetime.now(UTC).strftime("%H%M%S")
         arrete = generate_acte_zip(collectivite=config.collectivite("cc-chalosse-tursan"), numero=f"SAE{stamp}",
                                    nature="AR", matiere="6.1", objet="Arrêté de circulation temporaire")
         sha = platform.drop("cc-chalosse-tursan", "actes", f"arrete-sae-{stamp}.zip", arrete)
         ids = _wait_final(platform, [sha], config, timeout=600)
-    finally:
-        os.replace(kept, config_path)
     with session_scope(platform.database_url) as session:
         d = service.get(session, ids[sha])
         assert d.state == "refuse_sae", (d.state, d.reason)
@@ -200,6 +216,39 @@ def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
                         headers={"Authorization": f"Bearer {token}"}, timeout=20).json()
     assert seen["libelle"] == "Refusé par le SAE" and seen["final"] is True
     assert "ACCORD-INCONNU-DU-SAE" in seen["motif"]
+
+
+def test_automatic_circuit_skips_the_parapheur_without_a_task_process(platform):
+    """Saint-Sever's arrêtés get a circuit without anyone (AUTO naming the mayor): validate branches
+    past the parapheur to a task the scheduler completes itself; the acte is signed (detached
+    XAdES, Saint-Sever's setting) with the mayor's certificate and archived."""
+    from flows.actes.generate import generate_acte_zip
+
+    def automatic(data: dict) -> None:
+        _collectivite(data, "saint-sever")["circuits"]["arrete"] = [{"kind": "AUTO", "official": "maire"}]
+
+    with _configured(platform, automatic) as config:
+        stamp = datetime.now(UTC).strftime("%H%M%S")
+        arrete = generate_acte_zip(collectivite=config.collectivite("saint-sever"), numero=f"AUT{stamp}",
+                                   nature="AR", matiere="6.1", objet="Arrêté signé sans intervention")
+        sha = platform.drop("saint-sever", "actes", f"arrete-auto-{stamp}.zip", arrete)
+        ids = _wait_final(platform, [sha], config, timeout=600)
+    with session_scope(platform.database_url) as session:
+        d = service.get(session, ids[sha])
+        assert d.state == "archive", (d.state, d.reason)
+        signed = next(e for e in d.journal if e.event == "signe")
+        assert "sans intervention" in signed.message and signed.actor == "demat"
+        assert "au_parapheur" not in [e.state_to for e in d.journal]
+        assert service.artefact(d, "signature") is not None  # the detached XAdES sent as 99_SE
+    token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
+        "username": "admin", "password": platform.secrets["passwords"]["admin"]}).json()["access_token"]
+    r = requests.get(f"{platform.base_url}/api/v2/dags/demat_acte/dagRuns/{run_id_for(ids[sha])}/taskInstances",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    tis = {t["task_id"]: t for t in r.json()["task_instances"]}
+    assert {k: t["state"] for k, t in tis.items()} == {
+        "validate": "success", "automatic_circuit": "success", "sign_and_transmit": "success",
+        **{f"parapheur_{i}": "skipped" for i in range(1, 6)}}
+    assert tis["automatic_circuit"]["pid"] is None  # marked done by the scheduler, no process started
 
 
 def _kill_task_process(platform, token: str, task_ids: set[str]) -> str | None:
