@@ -106,7 +106,7 @@ class Floor:
             report = validate_pes(path, known_nomfics=self.known[(doc.collectivite, "nomfic")])
             quality = None
             if report.ok or all(f.layer in ("metier", "qualite") for f in report.errors):
-                quality = run_tiers_gate(path)
+                quality = run_tiers_gate(path, engine="auto")  # as the pipeline: GX only when pandas finds something
                 report.extend(quality.findings)
                 html = quality.to_html().encode("utf-8")
                 quality.to_json()

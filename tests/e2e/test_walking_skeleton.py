@@ -187,10 +187,20 @@ def _collectivite(data: dict, slug: str) -> dict:
     return next(c for c in data["collectivites"] if c["slug"] == slug)
 
 
+def _arrete_to_the_end(platform, config, slug: str, tag: str, objet: str) -> str:
+    """Drop an arrêté of `slug`, answer its parapheur as the officials would, return its final dossier's id."""
+    from flows.actes.generate import generate_acte_zip
+
+    stamp = datetime.now(UTC).strftime("%H%M%S")
+    arrete = generate_acte_zip(collectivite=config.collectivite(slug), numero=f"{tag}{stamp}", nature="AR",
+                               matiere="6.1", objet=objet)
+    sha = platform.drop(slug, "actes", f"arrete-{tag.lower()}-{stamp}.zip", arrete)
+    return _wait_final(platform, [sha], config, timeout=600)[sha]
+
+
 def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
     """The CC's arrêtés are given an archival agreement the SAE does not know: the package is
     deposited, refused, and the dossier says so (journal, API) in French; nothing is deposited twice."""
-    from flows.actes.generate import generate_acte_zip
     from simulators.counterparts import Ledger
 
     def unknown_agreement(data: dict) -> None:
@@ -198,13 +208,9 @@ def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
             "archival_agreement": "ACCORD-INCONNU-DU-SAE", "dua_years": 5}
 
     with _configured(platform, unknown_agreement) as config:
-        stamp = datetime.now(UTC).strftime("%H%M%S")
-        arrete = generate_acte_zip(collectivite=config.collectivite("cc-chalosse-tursan"), numero=f"SAE{stamp}",
-                                   nature="AR", matiere="6.1", objet="Arrêté de circulation temporaire")
-        sha = platform.drop("cc-chalosse-tursan", "actes", f"arrete-sae-{stamp}.zip", arrete)
-        ids = _wait_final(platform, [sha], config, timeout=600)
+        d_id = _arrete_to_the_end(platform, config, "cc-chalosse-tursan", "SAE", "Arrêté de circulation temporaire")
     with session_scope(platform.database_url) as session:
-        d = service.get(session, ids[sha])
+        d = service.get(session, d_id)
         assert d.state == "refuse_sae", (d.state, d.reason)
         assert "ACCORD-INCONNU-DU-SAE" in d.reason and "inconnu" in d.reason
         package = service.artefact(d, "seda_package").name
@@ -212,7 +218,7 @@ def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
     assert Ledger(platform.state / "simulators" / "sae" / "ledger.sqlite").count(package) == 1
     token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
         "username": "agent.chalosse", "password": platform.secrets["passwords"]["agent.chalosse"]}).json()["access_token"]
-    seen = requests.get(f"{platform.base_url}/demat/api/v1/dossiers/{ids[sha]}",
+    seen = requests.get(f"{platform.base_url}/demat/api/v1/dossiers/{d_id}",
                         headers={"Authorization": f"Bearer {token}"}, timeout=20).json()
     assert seen["libelle"] == "Refusé par le SAE" and seen["final"] is True
     assert "ACCORD-INCONNU-DU-SAE" in seen["motif"]
@@ -222,19 +228,14 @@ def test_automatic_circuit_skips_the_parapheur_without_a_task_process(platform):
     """Saint-Sever's arrêtés get a circuit without anyone (AUTO naming the mayor): validate branches
     past the parapheur to a task the scheduler completes itself; the acte is signed (detached
     XAdES, Saint-Sever's setting) with the mayor's certificate and archived."""
-    from flows.actes.generate import generate_acte_zip
 
     def automatic(data: dict) -> None:
         _collectivite(data, "saint-sever")["circuits"]["arrete"] = [{"kind": "AUTO", "official": "maire"}]
 
     with _configured(platform, automatic) as config:
-        stamp = datetime.now(UTC).strftime("%H%M%S")
-        arrete = generate_acte_zip(collectivite=config.collectivite("saint-sever"), numero=f"AUT{stamp}",
-                                   nature="AR", matiere="6.1", objet="Arrêté signé sans intervention")
-        sha = platform.drop("saint-sever", "actes", f"arrete-auto-{stamp}.zip", arrete)
-        ids = _wait_final(platform, [sha], config, timeout=600)
+        d_id = _arrete_to_the_end(platform, config, "saint-sever", "AUT", "Arrêté signé sans intervention")
     with session_scope(platform.database_url) as session:
-        d = service.get(session, ids[sha])
+        d = service.get(session, d_id)
         assert d.state == "archive", (d.state, d.reason)
         signed = next(e for e in d.journal if e.event == "signe")
         assert "sans intervention" in signed.message and signed.actor == "demat"
@@ -242,7 +243,7 @@ def test_automatic_circuit_skips_the_parapheur_without_a_task_process(platform):
         assert service.artefact(d, "signature") is not None  # the detached XAdES sent as 99_SE
     token = requests.post(f"{platform.base_url}/auth/token", timeout=20, json={
         "username": "admin", "password": platform.secrets["passwords"]["admin"]}).json()["access_token"]
-    r = requests.get(f"{platform.base_url}/api/v2/dags/demat_acte/dagRuns/{run_id_for(ids[sha])}/taskInstances",
+    r = requests.get(f"{platform.base_url}/api/v2/dags/demat_acte/dagRuns/{run_id_for(d_id)}/taskInstances",
                      headers={"Authorization": f"Bearer {token}"}, timeout=20)
     tis = {t["task_id"]: t for t in r.json()["task_instances"]}
     assert {k: t["state"] for k, t in tis.items()} == {
