@@ -1,16 +1,16 @@
 """RFC 3161 timestamps for journal entries: proof that an entry existed at a given time.
 
-Each journal entry's hash (already chained to the previous entry) is sent to a time-stamping
-authority (TSA); the signed token is stored in `journal_timestamp`. Stamping is decoupled from
-writing the journal: entries are written at once and stamped by `stamp_pending`, so a TSA that is
-down only delays the proof (entries wait and are stamped at the next pass) and never blocks a
-dossier.
+The journal is a hash chain, so a token on one entry's hash proves every entry before it too:
+each pass sends the newest entry's hash to a time-stamping authority (TSA) and stores the signed
+token in `journal_timestamp` (one row per pass, on its anchor entry). Stamping is decoupled from
+writing the journal: entries are written at once and covered by the next pass, so a TSA that is
+down only delays the proof and never blocks a dossier.
 
 - `LocalTsa`: the embedded default, OpenSSL's `ts` command with a TSA certificate generated at
   set-up (extendedKeyUsage critical timeStamping, issued by a local root).
 - `HttpTsa`: a configured TSA URL (production), RFC 3161 over HTTP.
-- `verify_token` / `verify_timestamps`: `openssl ts -verify` against the recomputed entry hash,
-  so a modified row (even with its stored hash rewritten) is caught.
+- `verify_token` / `verify_timestamps`: `openssl ts -verify` against the recomputed anchor hash,
+  so a modified row (even with the chain's stored hashes rewritten after it) is caught.
 
 Until the journal table gains a token column, tokens live in their own table, defined here on
 demat's declarative Base (so `create_schema` creates it once this module is imported).
@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, select
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flows.dossier.journal import entry_hash
@@ -299,37 +299,39 @@ class StampResult:
     reason: str = ""  # French, why entries still wait (TSA down...)
 
 
-def pending(session: Session, *, limit: int | None = None) -> list[JournalEntry]:
-    stmt = (
-        select(JournalEntry)
-        .outerjoin(JournalTimestamp, JournalTimestamp.entry_id == JournalEntry.id)
-        .where(JournalTimestamp.entry_id.is_(None))
-        .order_by(JournalEntry.id)
-    )
-    if limit:
-        stmt = stmt.limit(limit)
-    return list(session.execute(stmt).scalars())
+def _last_anchor(session: Session) -> int:
+    return session.scalar(select(func.max(JournalTimestamp.entry_id))) or 0
 
 
-def stamp_pending(session: Session, tsa: Tsa, *, limit: int = 1000) -> StampResult:
-    """Stamp journal entries without a token, oldest first; stop at the first TSA outage.
+def _entries_between(session: Session, after: int, upto: int | None = None) -> int:
+    stmt = select(func.count()).select_from(JournalEntry).where(JournalEntry.id > after)
+    if upto is not None:
+        stmt = stmt.where(JournalEntry.id <= upto)
+    return session.scalar(stmt) or 0
 
-    What was stamped before the outage is kept (flushed); the rest waits for the next pass.
+
+def pending(session: Session) -> int:
+    """How many journal entries no token covers yet."""
+    return _entries_between(session, _last_anchor(session))
+
+
+def stamp_pending(session: Session, tsa: Tsa) -> StampResult:
+    """One token on the journal's newest entry; the hash chain makes it cover every entry before it.
+
+    One TSA request per pass, whatever the number of new entries (a token per entry cost one
+    `openssl ts` process, or one HTTP request, per entry: about 1.5 CPU-s per dossier here).
     """
-    todo = pending(session, limit=limit)
-    stamped = 0
-    reason = ""
-    for entry in todo:
-        try:
-            token = tsa.timestamp(entry.hash)
-        except TsaUnavailable as exc:
-            reason = f"Horodatage en attente : {exc}"
-            break
-        session.add(JournalTimestamp(entry_id=entry.id, token=token, at=token_time(token), tsa=tsa.name))
-        session.flush()
-        stamped += 1
-    waiting = len(pending(session))
-    return StampResult(stamped, waiting, reason)
+    last = _last_anchor(session)
+    head = session.scalars(select(JournalEntry).order_by(JournalEntry.id.desc()).limit(1)).first()
+    if head is None or head.id <= last:
+        return StampResult(0, 0)
+    try:
+        token = tsa.timestamp(head.hash)
+    except TsaUnavailable as exc:
+        return StampResult(0, _entries_between(session, last), f"Horodatage en attente : {exc}")
+    session.add(JournalTimestamp(entry_id=head.id, token=token, at=token_time(token), tsa=tsa.name))
+    session.flush()
+    return StampResult(_entries_between(session, last, head.id), _entries_between(session, head.id))
 
 
 @dataclass
@@ -342,23 +344,22 @@ class TimestampCheck:
 
 
 def verify_timestamps(session: Session, *, ca_file: str | Path, untrusted: str | Path | None = None) -> TimestampCheck:
-    """Every token must cover the entry's recomputed hash; stops at the first bad one."""
-    stamped = unstamped = 0
+    """Every token must cover its anchor entry's recomputed hash; with the chain (checked by
+    `verify_chain`) each anchor vouches for every entry up to it. Stops at the first bad one."""
     rows = session.execute(
-        select(JournalEntry, JournalTimestamp)
-        .outerjoin(JournalTimestamp, JournalTimestamp.entry_id == JournalEntry.id)
-        .order_by(JournalEntry.id)
+        select(JournalTimestamp, JournalEntry).join(JournalEntry, JournalEntry.id == JournalTimestamp.entry_id)
+        .order_by(JournalTimestamp.entry_id)
     ).all()
-    for entry, ts in rows:
-        if ts is None:
-            unstamped += 1
-            continue
-        stamped += 1
+    covered, previous = 0, 0
+    for ts, entry in rows:
         check = verify_token(ts.token, entry_hash(entry), ca_file=ca_file, untrusted=untrusted)
         if not check.ok:
-            return TimestampCheck(False, stamped, unstamped, entry.id,
-                                  f"l'entrée {entry.id} ne correspond plus à son horodatage : {check.reason}")
-    return TimestampCheck(True, stamped, unstamped)
+            return TimestampCheck(False, covered, _entries_between(session, previous), entry.id,
+                                  f"les entrées {previous + 1} à {entry.id} ne correspondent plus à leur "
+                                  f"horodatage : {check.reason}")
+        covered += _entries_between(session, previous, entry.id)
+        previous = entry.id
+    return TimestampCheck(True, covered, _entries_between(session, previous))
 
 
 def tsa_for(state_dir: str | Path) -> Tsa:
@@ -368,7 +369,7 @@ def tsa_for(state_dir: str | Path) -> Tsa:
     return HttpTsa(url) if url else LocalTsa(Path(state_dir) / "tsa")
 
 
-def stamp_journal(database_url: str, state_dir: str | Path, *, limit: int = 5000) -> StampResult:
+def stamp_journal(database_url: str, state_dir: str | Path) -> StampResult:
     """Stamp what the journal gained since the last pass (idempotent; a TSA outage only delays)."""
     from flows.dossier.db import session_scope
 
@@ -376,5 +377,5 @@ def stamp_journal(database_url: str, state_dir: str | Path, *, limit: int = 5000
         try:
             tsa = tsa_for(state_dir)
         except TsaUnavailable as exc:  # not set up here: say so, the entries wait
-            return StampResult(0, len(pending(session)), f"Horodatage en attente : {exc}")
-        return stamp_pending(session, tsa, limit=limit)
+            return StampResult(0, pending(session), f"Horodatage en attente : {exc}")
+        return stamp_pending(session, tsa)

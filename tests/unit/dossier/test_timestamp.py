@@ -90,8 +90,8 @@ def test_entries_wait_while_the_tsa_is_down_then_are_stamped(demat_db, tsa):
     with session_scope(demat_db) as s:
         assert stamp_pending(s, tsa).stamped == 1  # only the new entry
         assert stamp_pending(s, tsa).stamped == 0
-        rows = s.query(JournalTimestamp).all()
-        assert len(rows) == 3 and all(r.tsa == LocalTsa.name for r in rows)
+        rows = s.query(JournalTimestamp).all()  # one token per pass, on the newest entry then
+        assert len(rows) == 2 and all(r.tsa == LocalTsa.name for r in rows)
         assert all(abs(r.at - token_time(r.token)) < timedelta(seconds=1) for r in rows)
         check = verify_timestamps(s, ca_file=tsa.ca_file)
         assert check.ok and check.stamped == 3 and check.unstamped == 0
@@ -118,7 +118,34 @@ def test_a_modified_row_is_caught_even_with_its_hash_rewritten(demat_db, tsa):
 
         assert verify_chain(s).ok  # the last entry, hash rewritten: the chain alone cannot see it
         check = verify_timestamps(s, ca_file=tsa.ca_file)
-        assert not check.ok and check.first_bad_id == target and "ne correspond plus" in check.reason
+        assert not check.ok and check.first_bad_id == target and "ne correspondent plus" in check.reason
+
+
+def test_a_forged_middle_entry_with_the_chain_rewritten_after_it_is_caught_by_the_anchor(demat_db, tsa):
+    """One token covers a pass's entries through the chain: rewriting an old entry and every hash
+    after it (so verify_chain passes) changes the anchor's hash, which the token no longer matches."""
+    from flows.dossier.journal import entry_hash, verify_chain
+    from flows.dossier.models import JournalEntry
+
+    ensure_table(engine(demat_db))
+    with session_scope(demat_db) as s:
+        d = service.create(s, collectivite="saint-sever", flow="actes", original_name="b.zip", sha256="f" * 64, size=3)
+        service.transition(s, d, "valide", message="Document valide.")
+        service.note(s, service.get(s, d.id), event="info", message="troisième")
+        assert stamp_pending(s, tsa).stamped == 3
+    with session_scope(demat_db) as s:
+        entries = s.query(JournalEntry).order_by(JournalEntry.id).all()
+        entries[1].message = "Document refusé."
+        prev = entries[0].hash
+        for e in entries[1:]:  # the forger rewrites the chain from the forged entry on
+            e.prev_hash = prev
+            e.hash = entry_hash(e)
+            prev = e.hash
+        anchor = entries[-1].id
+    with session_scope(demat_db) as s:
+        assert verify_chain(s).ok
+        check = verify_timestamps(s, ca_file=tsa.ca_file)
+        assert not check.ok and check.first_bad_id == anchor and check.stamped == 0
 
 
 def test_http_tsa_refuses_bad_urls():
