@@ -56,15 +56,25 @@ def _clone(conn, table: str, overrides: dict[str, str], source: str, params: dic
     return conn.execute(text(sql), params).rowcount
 
 
-def seed_airflow(platform: Platform, n: int, periodic: int) -> dict[str, int]:
+def archived_template(platform: Platform) -> str:
+    """An archived dossier of the empty phase: the model of every seeded dossier and run."""
+    from sqlalchemy import text
+
+    with platform.demat_db.connect() as conn:
+        tpl = conn.scalar(text("SELECT id FROM dossier WHERE state = 'archive' ORDER BY updated_at DESC LIMIT 1"))
+    if tpl is None:
+        raise RuntimeError("no archived dossier to use as a template (did the empty phase's dossiers fail?)")
+    return tpl
+
+
+def seed_airflow(platform: Platform, template_run: str, n: int, periodic: int) -> dict[str, int]:
     """Clone a finished dossier run n times (ended 40 days ago) and a collection run `periodic` times."""
     from sqlalchemy import text
 
     out = {"dag_run": 0, "task_instance": 0, "xcom": 0, "periodic_runs": 0}
     with platform.airflow_db.begin() as conn:
-        tpl = conn.execute(text(
-            "SELECT dag_id, run_id FROM dag_run WHERE dag_id IN ('demat_acte', 'demat_pes') AND state = 'success' "
-            "ORDER BY end_date DESC LIMIT 1")).first()
+        tpl = conn.execute(text("SELECT dag_id, run_id FROM dag_run WHERE run_id = :r AND state = 'success'"),
+                           {"r": template_run}).first()
         col = conn.execute(text(
             "SELECT dag_id, run_id FROM dag_run WHERE dag_id = 'demat_collect' AND state = 'success' "
             "ORDER BY end_date DESC LIMIT 1")).first()
@@ -116,14 +126,10 @@ def seed_airflow(platform: Platform, n: int, periodic: int) -> dict[str, int]:
     return out
 
 
-def seed_demat(platform: Platform, n: int) -> int:
-    """n archived dossiers cloned from an archived one (new id, sha256 and run id)."""
+def seed_demat(platform: Platform, tpl: str, n: int) -> int:
+    """n archived dossiers cloned from the archived dossier `tpl` (new id, sha256 and run id)."""
     from sqlalchemy import text
 
-    with platform.demat_db.begin() as conn:
-        tpl = conn.scalar(text("SELECT id FROM dossier WHERE state = 'archive' ORDER BY updated_at DESC LIMIT 1"))
-    if tpl is None:
-        raise RuntimeError("no archived dossier to use as a template")
     cols = {"id": "'hist-' || lpad(g::text, 7, '0')", "sha256": "encode(sha256(('hist' || g)::bytea), 'hex')",
             "run_id": f"'{HIST_PREFIX}-' || g", "idacte": "NULL", "nomfic": "NULL", "message_identifier": "NULL",
             "transmission_name": "NULL", "archive_id": "NULL",
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(Deadline("bench_history: SIGTERM")))
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    docs = [make_docs(n_react, f"{stamp}h{i}", mix="actes") for i in range(3)]
+    docs = [make_docs(n_react, f"{stamp}{i + 7}", mix="actes") for i in range(3)]
     platform = None
     try:
         state = Path(tempfile.mkdtemp(prefix="bench-history-"))
@@ -226,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log(f"history: seeding {n_hist:,} dossiers and {n_periodic:,} collection runs (load {loadavg()})")
         t = time.perf_counter()
-        seeded = seed_airflow(platform, n_hist, n_periodic)
-        seeded["dossier"] = seed_demat(platform, n_hist)
+        template = archived_template(platform)
+        seeded = seed_airflow(platform, f"dossier__{template}", n_hist, n_periodic)
+        seeded["dossier"] = seed_demat(platform, template, n_hist)
         log(f"history seeded in {time.perf_counter() - t:.0f} s: {seeded}; tables {count_rows(platform)}")
 
         hist = measure(platform, docs[1], args.spacing, "history")
