@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, figure, loadavg, log, make_docs  # noqa: E402
 from bench_platform import Deadline, Platform, automatic_config, med, pct, phase_reaction, wait_quiet  # noqa: E402
 
-HIST_PREFIX = "dossier__hist"
+HIST_ID = "'hist-' || lpad(g::text, 7, '0')"  # the seeded dossier ids; their runs are dossier__<id>
+HIST_RUN = "'dossier__' || " + HIST_ID
 CHUNK = 10_000
 
 
@@ -81,7 +82,7 @@ def seed_airflow(platform: Platform, template_run: str, n: int, periodic: int) -
     if tpl is None:
         raise RuntimeError("no finished dossier run to use as a template")
     run_cols = {
-        "run_id": f"'{HIST_PREFIX}-' || g",
+        "run_id": HIST_RUN,
         "logical_date": "NULL",
         "state": "'success'",
         "run_after": "now() - interval '40 days' + g * interval '1 second'",
@@ -92,7 +93,7 @@ def seed_airflow(platform: Platform, template_run: str, n: int, periodic: int) -
     }
     ti_cols = {
         "id": "gen_random_uuid()",
-        "run_id": f"'{HIST_PREFIX}-' || g",
+        "run_id": HIST_RUN,
         "state": "CASE WHEN t.state IN ('success', 'skipped') THEN t.state ELSE 'success' END",
         "start_date": "now() - interval '40 days' + g * interval '1 second'",
         "end_date": "now() - interval '40 days' + g * interval '1 second' + interval '10 seconds'",
@@ -109,7 +110,7 @@ def seed_airflow(platform: Platform, template_run: str, n: int, periodic: int) -
                                            "generate_series(:a, :b) g WHERE t.dag_id = :d AND t.run_id = :r", p)
             out["xcom"] += _clone(conn, "xcom", {"dag_run_id": "nr.id", "run_id": "nr.run_id"},
                                   f"xcom t CROSS JOIN generate_series(:a, :b) g JOIN dag_run nr ON nr.dag_id = t.dag_id "
-                                  f"AND nr.run_id = '{HIST_PREFIX}-' || g WHERE t.dag_id = :d AND t.run_id = :r", p)
+                                  f"AND nr.run_id = {HIST_RUN} WHERE t.dag_id = :d AND t.run_id = :r", p)
         log(f"history: {b}/{n} dossier runs in Airflow's database")
     if col is not None and periodic:
         cols = dict(run_cols, run_id="'scheduled__hist-' || g", run_type="'scheduled'")
@@ -130,8 +131,8 @@ def seed_demat(platform: Platform, tpl: str, n: int) -> int:
     """n archived dossiers cloned from the archived dossier `tpl` (new id, sha256 and run id)."""
     from sqlalchemy import text
 
-    cols = {"id": "'hist-' || lpad(g::text, 7, '0')", "sha256": "encode(sha256(('hist' || g)::bytea), 'hex')",
-            "run_id": f"'{HIST_PREFIX}-' || g", "idacte": "NULL", "nomfic": "NULL", "message_identifier": "NULL",
+    cols = {"id": HIST_ID, "sha256": "encode(sha256(('hist' || g)::bytea), 'hex')",
+            "run_id": HIST_RUN, "idacte": "NULL", "nomfic": "NULL", "message_identifier": "NULL",
             "transmission_name": "NULL", "archive_id": "NULL",
             "created_at": "now() - interval '40 days' + g * interval '1 second'",
             "updated_at": "now() - interval '40 days' + g * interval '1 second' + interval '90 seconds'"}
