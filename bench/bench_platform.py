@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             approver.paused.set()
             log(f"in flight: {args.inflight} dossiers dropped at once, left at the parapheur")
             f = phase_inflight(platform, sampler, make_docs(args.inflight, stamp + "5", mix="mixed"),
-                               timeout=max(600.0, args.inflight * 6.0))
+                               timeout=max(600.0, args.inflight * 1.5))
             table.append(("in flight final states", json.dumps(f["states"], ensure_ascii=False)))
             lines.append(figure("inflight_peak_rss_sum", f["rss"], "MiB", note=f["note"]))
             lines.append(figure("inflight_peak_pss_sum", f["pss"], "MiB", note=f["note"]))
