@@ -24,6 +24,7 @@ from demat_airflow.triggers import InboxTrigger
 
 TAGS = ["demat"]
 INGEST_CONCURRENT_RUNS = 4
+DOSSIER_ACTIVE_RUNS = 100_000
 TRANSIENT_RETRIES = dict(retries=6, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
                          max_retry_delay=timedelta(minutes=10))
 
@@ -84,7 +85,11 @@ def build_dossier_dag(flow: str) -> DAG:
         description=f"Un run par dossier : {title} (validation, parapheur, signature, transmission)",
         schedule=None,
         catchup=False,
-        max_active_runs=64,
+        # a dossier waiting at the parapheur (weeks, for some) keeps its run active without holding a
+        # worker slot: a low cap would stop newer dossiers from even being validated (seen with 64:
+        # the 129th dossier of a batch stayed "Reçu" until someone signed). Task concurrency is
+        # bounded by the executor's parallelism, not here.
+        max_active_runs=DOSSIER_ACTIVE_RUNS,
         params={"dossier_id": Param("", type="string", title="Identifiant du dossier")},
         tags=TAGS,
     ) as dag:
