@@ -420,63 +420,56 @@ def phase_e2e(platform, docs: list[Doc], spacing: float, timeout: float) -> dict
     return res
 
 
-def phase_batch(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> dict:
-    inbox = platform.state / "inbox"
-    since = datetime.now(UTC)
+def _drop_and_track(platform, sampler: Sampler, docs: list[Doc], until: str, timeout: float, label: str) -> dict:
+    """Drop every document at once, wait until each reached `until` (or a final state): what both
+    the batch and the in-flight phases measure (times, CPU, peak memory, states)."""
     load0 = loadavg()
     c0 = sampler.now()
-    dropped = [(d, d.drop(inbox)) for d in docs]
+    dropped = [(d, d.drop(platform.state / "inbox")) for d in docs]
     t0 = dropped[0][1]
-    info = wait_tracked(platform, dropped, "archive", timeout, "batch")
+    info = wait_tracked(platform, dropped, until, timeout, label)
     c1 = sampler.now()
     t_end = time.time()
-    rss, pss = sampler.peak(t0, t_end)
     states: dict[str, int] = {}
     for d, _ in dropped:
         st = info.get(d.sha256, {}).get("state", "non reçu")
         states[st] = states.get(st, 0) + 1
-    archived = [info[d.sha256]["times"]["archive"] for d, _ in dropped
-                if d.sha256 in info and "archive" in info[d.sha256]["times"]]
-    transmitted = [info[d.sha256]["times"]["transmis"] for d, _ in dropped
-                   if d.sha256 in info and "transmis" in info[d.sha256]["times"]]
-    acked = [info[d.sha256]["times"]["acquitte"] for d, _ in dropped
-             if d.sha256 in info and "acquitte" in info[d.sha256]["times"]]
-    waits = [info[d.sha256]["times"]["archive"] - info[d.sha256]["times"]["depose_sae"] for d, _ in dropped
-             if d.sha256 in info and {"archive", "depose_sae"} <= set(info[d.sha256]["times"])]
+    times = [info[d.sha256]["times"] for d, _ in dropped if d.sha256 in info]
+    return {"times": times, "t0": t0, "t_end": t_end, "c0": c0, "c1": c1, "states": states,
+            "peak": sampler.peak(t0, t_end), "load0": load0}
+
+
+def phase_batch(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> dict:
+    since = datetime.now(UTC)
+    r = _drop_and_track(platform, sampler, docs, "archive", timeout, "batch")
+    t0, times = r["t0"], r["times"]
+    archived = [t["archive"] for t in times if "archive" in t]
+    transmitted = [t["transmis"] for t in times if "transmis" in t]
+    acked = [t["acquitte"] for t in times if "acquitte" in t]
+    waits = [t["archive"] - t["depose_sae"] for t in times if {"archive", "depose_sae"} <= set(t)]
     n = len(docs)
+    rss, pss = r["peak"]
     return {
-        "n": n, "states": states, "t0": t0, "wall": t_end - t0,
+        "n": n, "states": r["states"], "t0": t0, "wall": r["t_end"] - t0,
         "archived": len(archived), "span_archive": (max(archived) - t0) if archived else None,
         "span_transmis": (max(transmitted) - t0) if transmitted else None,
         "span_acquitte": (max(acked) - t0) if acked else None,
         "sae_wait_median": med(waits),
-        "cpu": cpu_delta(c0, c1), "cpu_window": c1["t"] - c0["t"],
+        "cpu": cpu_delta(r["c0"], r["c1"]), "cpu_window": r["c1"]["t"] - r["c0"]["t"],
         "peak_rss_mib": rss, "peak_pss_mib": pss, "tasks": platform.task_stats(since),
-        "note": f"n={n}; load {load0} -> {loadavg()}",
+        "note": f"n={n}; load {r['load0']} -> {loadavg()}",
     }
 
 
 def phase_inflight(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> dict:
     """N dossiers dropped at once and left waiting at the parapheur: memory while carrying them."""
-    inbox = platform.state / "inbox"
-    load0 = loadavg()
-    c0 = sampler.now()
-    dropped = [(d, d.drop(inbox)) for d in docs]
-    t0 = dropped[0][1]
-    info = wait_tracked(platform, dropped, "au_parapheur", timeout, "in flight")
-    c1 = sampler.now()
-    t_end = time.time()
-    rss, pss = sampler.peak(t0, t_end)
-    parked = [info[d.sha256]["times"]["au_parapheur"] for d, _ in dropped
-              if d.sha256 in info and "au_parapheur" in info[d.sha256]["times"]]
-    states: dict[str, int] = {}
-    for d, _ in dropped:
-        st = info.get(d.sha256, {}).get("state", "non reçu")
-        states[st] = states.get(st, 0) + 1
-    cpu = sum(v for k, v in cpu_delta(c0, c1).items() if k != "simulators")
-    return {"n": len(docs), "parked": len(parked), "span": (max(parked) - t0) if parked else None,
-            "rss": rss, "pss": pss, "cpu_per_dossier": cpu / len(docs), "states": states,
-            "note": f"n={len(parked)}/{len(docs)} at the parapheur; load {load0} -> {loadavg()}"}
+    r = _drop_and_track(platform, sampler, docs, "au_parapheur", timeout, "in flight")
+    parked = [t["au_parapheur"] for t in r["times"] if "au_parapheur" in t]
+    cpu = sum(v for k, v in cpu_delta(r["c0"], r["c1"]).items() if k != "simulators")
+    rss, pss = r["peak"]
+    return {"n": len(docs), "parked": len(parked), "span": (max(parked) - r["t0"]) if parked else None,
+            "rss": rss, "pss": pss, "cpu_per_dossier": cpu / len(docs), "states": r["states"],
+            "note": f"n={len(parked)}/{len(docs)} at the parapheur; load {r['load0']} -> {loadavg()}"}
 
 
 # --------------------------------------------------------------------------------------------- main
