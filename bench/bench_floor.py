@@ -30,7 +30,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEMO_CONFIG, Doc, SimulatorProcess, figure, loadavg, log, make_docs  # noqa: E402
+from _common import (  # noqa: E402
+    DEMO_CONFIG,
+    Doc,
+    SimulatorProcess,
+    TreeMeter,
+    cpu_delta,
+    figure,
+    loadavg,
+    log,
+    make_docs,
+)
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -204,10 +214,14 @@ def run_floor(docs: list[Doc], work: Path, *, config_path: Path = DEMO_CONFIG, p
             warm_cpu = 0.0
         connect_cpu = floor.connect_cost()
         results = []
+        sims = TreeMeter(lambda: [floor.sims.proc.pid])
+        s0 = sims.sample()
         c0, w0 = time.process_time(), time.perf_counter()
         for d, p in zip(docs, paths, strict=True):
             results.append((d, floor.process(d, p)))
         cpu_total, wall_total = time.process_time() - c0, time.perf_counter() - w0
+        time.sleep(2)  # the simulators answer what was just uploaded
+        sims_cpu = sum(cpu_delta(s0, sims.sample()).values())
     failed = [(d.name, r.get("errors")) for d, r in results if not r["ok"]]
     by_step = {s: sum(r["cpu"].get(s, 0.0) for _, r in results) / len(results) for s in STEPS}
     by_flow: dict[str, list[float]] = defaultdict(list)
@@ -219,7 +233,7 @@ def run_floor(docs: list[Doc], work: Path, *, config_path: Path = DEMO_CONFIG, p
         "cpu_by_step": by_step, "cpu_by_flow": {f: statistics.mean(v) for f, v in by_flow.items()},
         "wall_by_flow": {f: statistics.mean(sum(r["wall"].values()) for d, r in results if d.flow == f)
                          for f in by_flow},
-        "warmup_cpu": warm_cpu, "connect_cpu": connect_cpu,
+        "warmup_cpu": warm_cpu, "connect_cpu": connect_cpu, "sims_cpu_per_dossier": sims_cpu / len(docs),
     }
 
 
@@ -244,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     for f, v in r["cpu_by_flow"].items():
         print(f"  CPU flux {f:<17} {v:.3f} s/dossier (mur {r['wall_by_flow'][f]:.3f} s)")
     print(f"  connexion SFTP : {r['connect_cpu']:.3f} s CPU ; échauffement (imports) : {r['warmup_cpu']:.2f} s CPU")
+    print(f"  simulateurs (autre processus) : {r['sims_cpu_per_dossier']:.3f} s CPU/dossier")
     if r["failed"]:
         print(f"  ÉCHECS : {r['failed'][:5]}")
     print()
@@ -254,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     for s, v in r["cpu_by_step"].items():
         print(figure(f"floor_cpu_{s}", v, "CPU-s/dossier", note=note))
     print(figure("floor_sftp_connect_cpu", r["connect_cpu"], "CPU-s", note=note))
+    print(figure("floor_simulators_cpu_per_dossier", r["sims_cpu_per_dossier"], "CPU-s", note=note))
     return 1 if r["failed"] else 0
 
 

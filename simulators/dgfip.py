@@ -79,7 +79,7 @@ def validate(data: bytes, name: str, known_nomfics: set[str], *, tiers_gate: boo
         except ImportError:
             run_tiers_gate = None
         if tiers_gate and run_tiers_gate is not None and report.ok:
-            result = run_tiers_gate(path)
+            result = run_tiers_gate(path, engine="auto")  # GE states the refusals pandas found: same findings
             findings += [f for f in result.findings if getattr(f, "severity", "error") == "error"]
     return findings, nomfic
 

@@ -396,6 +396,16 @@ def test_dgfip_accepts_a_generated_pes_with_the_tiers_gate(tmp_path):
     assert acquit.accepted, outcome
 
 
+@pytest.mark.slow
+def test_dgfip_refuses_a_pes_whose_tiers_fail_the_gate(tmp_path):
+    """The DGFiP applies the blocking tiers rules (pandas first, GE to state the refusal)."""
+    pytest.importorskip("flows.quality.gate")
+    acquit, outcome = _generated_pes_through_dgfip(tmp_path, tiers_gate=True, defects=("bad_iban",))
+    assert not acquit.accepted, outcome
+    assert "refusé" in outcome
+    assert "IBAN" in acquit.summary_fr, acquit.summary_fr
+
+
 def test_dgfip_refuses_a_second_file_with_the_same_nomfic(tmp_path):
     try:
         from flows.helios.generate import generate_pes
