@@ -20,7 +20,7 @@ from airflow.sdk import Param
 APPROVE = "Approuver"
 REJECT = "Rejeter"
 SIGN_TASK = "sign_and_transmit"
-AUTOMATIC_TASK = "automatic_circuit"  # validate branches here when the circuit has no human step
+AUTOMATIC_TASK = "automatic_circuit"  # validate signed and transmitted itself: the circuit has no human step
 
 
 def operator_users() -> list[str]:

@@ -225,9 +225,10 @@ def test_sae_refusal_ends_the_dossier_with_the_reason_in_french(platform):
 
 
 def test_automatic_circuit_skips_the_parapheur_without_a_task_process(platform):
-    """Saint-Sever's arrêtés get a circuit without anyone (AUTO naming the mayor): validate branches
-    past the parapheur to a task the scheduler completes itself; the acte is signed (detached
-    XAdES, Saint-Sever's setting) with the mayor's certificate and archived."""
+    """Saint-Sever's arrêtés get a circuit without anyone (AUTO naming the mayor): the validate task
+    also signs (detached XAdES, Saint-Sever's setting, with the mayor's certificate) and transmits,
+    then branches past the parapheur to a task the scheduler completes itself; one task process
+    for the whole dossier until the collection, and the acte is archived."""
 
     def automatic(data: dict) -> None:
         _collectivite(data, "saint-sever")["circuits"]["arrete"] = [{"kind": "AUTO", "official": "maire"}]
@@ -247,7 +248,7 @@ def test_automatic_circuit_skips_the_parapheur_without_a_task_process(platform):
                      headers={"Authorization": f"Bearer {token}"}, timeout=20)
     tis = {t["task_id"]: t for t in r.json()["task_instances"]}
     assert {k: t["state"] for k, t in tis.items()} == {
-        "validate": "success", "automatic_circuit": "success", "sign_and_transmit": "success",
+        "validate": "success", "automatic_circuit": "success", "sign_and_transmit": "skipped",
         **{f"parapheur_{i}": "skipped" for i in range(1, 6)}}
     assert tis["automatic_circuit"]["pid"] is None  # marked done by the scheduler, no process started
 

@@ -24,6 +24,8 @@ ANSWERS_DAG = "demat_actes_answers"
 # or the prefix of a row of tasks (the parapheur steps parapheur_1..N). Every task there is idempotent, so
 # re-running a step's tasks after it already progressed is harmless.
 STEP_TASKS = {"validation": "validate", "parapheur": "parapheur", "transmission": "sign_and_transmit"}
+# on a circuit without a human step, validate signs and transmits, then branches here
+AUTOMATIC_TASK = "automatic_circuit"
 
 
 def _client(token: str, timeout: float = 20) -> httpx.Client:
@@ -93,6 +95,8 @@ def _task_states(c: httpx.Client, dag_id: str, run_id: str) -> dict[str, str | N
 def _first_of(step: str, tasks: dict[str, str | None]) -> list[str]:
     """The step's first task in this run: its exact id, else the lowest of its numbered row (parapheur_1...)."""
     start = STEP_TASKS[step]
+    if step == "transmission" and tasks.get(AUTOMATIC_TASK) == "success":
+        return [STEP_TASKS["validation"]]
     if start in tasks:
         return [start]
     row = [t for t in tasks if t.startswith(f"{start}_") and t.rpartition("_")[2].isdigit()]

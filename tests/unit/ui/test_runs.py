@@ -71,6 +71,15 @@ def test_without_failed_task_the_step_starts_again_at_its_first_task(airflow):
     assert _posts(airflow)[0][1]["task_ids"] == ["sign_and_transmit"]
 
 
+def test_transmission_of_an_automatic_circuit_starts_again_at_validate(airflow):
+    """Without a human step the validate task signs and transmits (sign_and_transmit is skipped)."""
+    airflow["run"] = "success"
+    airflow["tasks"] = {"validate": "success", "automatic_circuit": "success", "parapheur_1": "skipped",
+                        "sign_and_transmit": "skipped"}
+    relaunch("transmission")
+    assert _posts(airflow)[0][1]["task_ids"] == ["validate"]
+
+
 def test_unknown_task_ids_fall_back_to_clearing_the_failed_tasks_of_the_run(airflow):
     airflow["tasks"] = {"valider": "success", "signer": "skipped"}  # a DAG whose task ids changed
     assert "en échec" in relaunch("transmission")
