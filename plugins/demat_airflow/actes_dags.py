@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
-from demat_airflow.dags import TAGS, TRANSIENT_RETRIES
+from demat_airflow.dags import SERVICE_PRIORITY, TAGS, TRANSIENT_RETRIES
 
 
 def build_answers_dag() -> DAG:
@@ -28,7 +28,7 @@ def build_answers_dag() -> DAG:
         ),
     ) as dag:
 
-        @task(**TRANSIENT_RETRIES)
+        @task(**SERVICE_PRIORITY, **TRANSIENT_RETRIES)
         def send_answers() -> dict:
             from demat_airflow.context import endpoint, remote_dirs, settings
             from flows.pipeline.answers import process_replies
@@ -55,7 +55,7 @@ def build_annulation_dag() -> DAG:
         tags=[*TAGS, "actes"],
     ) as dag:
 
-        @task(**TRANSIENT_RETRIES)
+        @task(**SERVICE_PRIORITY, **TRANSIENT_RETRIES)
         def request_annulation(params=None, dag_run=None) -> str:
             from demat_airflow.context import endpoint, remote_dirs, settings
             from flows.pipeline.answers import request_annulation as send

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, task
 
-from demat_airflow.dags import TAGS
+from demat_airflow.dags import SERVICE_PRIORITY, TAGS
 
 
 def build_alerts_dag() -> DAG:
@@ -29,7 +29,7 @@ def build_alerts_dag() -> DAG:
         ),
     ) as dag:
 
-        @task(multiple_outputs=False)  # one XCom, not one per key
+        @task(multiple_outputs=False, **SERVICE_PRIORITY)  # one XCom, not one per key
         def record_and_send() -> dict:
             """Record the new facts, then send the digests that are due, in one task process.
 

@@ -25,6 +25,11 @@ from demat_airflow.triggers import InboxTrigger
 TAGS = ["demat"]
 INGEST_CONCURRENT_RUNS = 4
 DOSSIER_ACTIVE_RUNS = 100_000
+# The scheduler queues the highest priority first. The tasks that keep documents moving (the inbox
+# sweep, the collection of the State's and the SAE's answers, agents' answers and alerts) must not
+# wait behind a batch of hundreds of validations: seen with 500 dossiers dropped at once, no
+# collection ran until every validation had, so nothing reached "archivé" for minutes.
+SERVICE_PRIORITY = dict(priority_weight=1000, weight_rule="absolute")
 TRANSIENT_RETRIES = dict(retries=6, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
                          max_retry_delay=timedelta(minutes=10))
 
@@ -56,7 +61,7 @@ def build_ingest_dag() -> DAG:
         doc_md="Réveillé par l'observateur des dossiers d'entrée, et toutes les 5 minutes par sécurité.",
     ) as dag:
 
-        @task(**TRANSIENT_RETRIES)
+        @task(**SERVICE_PRIORITY, **TRANSIENT_RETRIES)
         def sweep() -> dict[str, list[str]]:
             """Record a dossier per claimed file and start its run (idempotent: a retry finds both)."""
             from demat_airflow.context import settings, start_run
@@ -90,6 +95,9 @@ def build_dossier_dag(flow: str) -> DAG:
         # the 129th dossier of a batch stayed "Reçu" until someone signed). Task concurrency is
         # bounded by the executor's parallelism, not here.
         max_active_runs=DOSSIER_ACTIVE_RUNS,
+        # a dossier further along goes first (its weight adds its upstream tasks'): a batch finishes
+        # dossiers as it goes rather than validating everything before signing anything
+        default_args={"weight_rule": "upstream"},
         params={"dossier_id": Param("", type="string", title="Identifiant du dossier")},
         tags=TAGS,
     ) as dag:
@@ -158,7 +166,7 @@ def build_collect_dag() -> DAG:
         tags=TAGS,
     ) as dag:
 
-        @task(**TRANSIENT_RETRIES)
+        @task(**SERVICE_PRIORITY, **TRANSIENT_RETRIES)
         def collect_and_deposit() -> dict:
             """Acknowledgments, then SAE deposits, then SAE replies, in one task process.
 
@@ -206,7 +214,7 @@ def build_watch_dag() -> DAG:
         tags=TAGS,
     ) as dag:
 
-        @task(retries=2, retry_delay=timedelta(seconds=30))
+        @task(retries=2, retry_delay=timedelta(seconds=30), **SERVICE_PRIORITY)
         def alert_silences() -> list[str]:
             from demat_airflow.context import settings
             from flows.pipeline.watch import alert_stuck

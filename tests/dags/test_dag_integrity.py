@@ -110,3 +110,27 @@ def test_nightly_batch_includes_the_retention_of_airflow_history(dagbag):
     assert {"deposit_nightly", "tiers_report", "stuck_report", "purge_history"} <= set(dag.task_ids)
     assert dag.get_task("purge_history").retries >= 1  # a failed purge is retried, never blocks the rest
     assert dag.get_task("purge_history").upstream_task_ids == set()
+
+
+def _weight(dag, task) -> int:
+    """The priority the scheduler gives the task's instances (airflow.task.priority_strategy)."""
+    from types import SimpleNamespace
+
+    from airflow.task.priority_strategy import validate_and_load_priority_weight_strategy
+
+    task.dag = dag
+    return validate_and_load_priority_weight_strategy(task.weight_rule).get_weight(SimpleNamespace(task=task))
+
+
+def test_tasks_that_keep_documents_moving_outrank_every_dossier_task(dagbag):
+    """500 dossiers dropped at once must not hold the inbox sweep or the collection back (seen:
+    nothing archived until every validation had run)."""
+    dossier = {f"{d}.{t.task_id}": _weight(dagbag.dags[d], t)
+               for d in ("demat_acte", "demat_pes") for t in dagbag.dags[d].tasks}
+    service = {f"{d}.{t}": _weight(dagbag.dags[d], dagbag.dags[d].get_task(t))
+               for d, t in (("demat_ingest", "sweep"), ("demat_collect", "collect_and_deposit"),
+                            ("demat_actes_answers", "send_answers"), ("demat_alerts", "record_and_send"))}
+    assert min(service.values()) > max(dossier.values()), (service, dossier)
+    # within a dossier, later steps first: a batch finishes dossiers rather than validating them all
+    for d in ("demat_acte", "demat_pes"):
+        assert dossier[f"{d}.sign_and_transmit"] > dossier[f"{d}.parapheur_1"] > dossier[f"{d}.validate"]
