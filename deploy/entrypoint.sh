@@ -13,6 +13,11 @@ if [[ -n "${POSTGRES_PASSWORD:-}" ]]; then
   export DEMAT_DATABASE_URL="${DEMAT_DATABASE_URL:-postgresql+psycopg2://${_user}:${_pw}@${_hostport}/${DEMAT_DB:-demat}}"
   unset _pw
 fi
+# the nightly retention task reaches Airflow's own database through this (Airflow 3 hides
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN from task processes)
+if [[ -n "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]]; then
+  export DEMAT_AIRFLOW_DATABASE_URL="${DEMAT_AIRFLOW_DATABASE_URL:-${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN}}"
+fi
 if [[ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" && "${1:-}" != "python" ]]; then
   echo "[demat] ni POSTGRES_PASSWORD ni AIRFLOW__DATABASE__SQL_ALCHEMY_CONN : copiez deploy/demat.env.example en deploy/demat.env" >&2
   exit 64

@@ -177,6 +177,9 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "DEMAT_STATE": str(layout.state),
         "DEMAT_CONFIG": str(layout.config),
         "DEMAT_DATABASE_URL": pg.url("demat"),
+        # the nightly retention's way to Airflow's own database: Airflow 3 replaces
+        # AIRFLOW__DATABASE__SQL_ALCHEMY_CONN with "airflow-db-not-allowed:///" in task processes
+        "DEMAT_AIRFLOW_DATABASE_URL": pg.url("airflow"),
         "DEMAT_STORE": str(layout.store),
         "DEMAT_INBOX": str(layout.inbox),
         "DEMAT_PKI": str(layout.pki),

@@ -17,14 +17,25 @@ def settings() -> Settings:
 
 
 def airflow_database_url() -> str:
-    """Airflow's metadata database (the retention job deletes finished runs there)."""
+    """Airflow's metadata database, for the retention job (it deletes finished runs there).
+
+    Airflow 3 task processes do not see the scheduler's URL: the supervisor replaces it with
+    "airflow-db-not-allowed:///" so task code cannot touch the metadata database. The retention is
+    the one task that must, so the deployment hands it DEMAT_AIRFLOW_DATABASE_URL.
+    """
     import os
 
-    url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    url = os.environ.get("DEMAT_AIRFLOW_DATABASE_URL") or os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     if not url:
         from airflow.configuration import conf
 
-        url = conf.get("database", "sql_alchemy_conn")
+        url = conf.get("database", "sql_alchemy_conn", fallback="")
+    if not url or url.startswith("airflow-db-not-allowed"):
+        raise RuntimeError(
+            "La rétention de l'historique d'Airflow n'a pas l'adresse de la base d'Airflow (les tâches d'Airflow 3 "
+            "n'y ont pas accès) : définissez DEMAT_AIRFLOW_DATABASE_URL dans l'environnement des workers "
+            "(deploy/demat.env), comme DEMAT_DATABASE_URL."
+        )
     return url
 
 

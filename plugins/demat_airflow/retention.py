@@ -87,15 +87,18 @@ def db_clean_commands(before: datetime) -> list[list[str]]:
     ]
 
 
-def clean_periodic(before: datetime, *, timeout: float = 3600) -> None:
+def clean_periodic(airflow_url: str, before: datetime, *, timeout: float = 3600) -> None:
     """Run `airflow db clean`; a table it fails to clean fails the task, except the known upstream one.
 
     Airflow 3.3 declares a dag_id column for `deadline` (a dependant of dag_run) that the table
     does not have, so `--dag-ids` always fails on it (and --error-on-cleanup-failure with it);
-    demat sets no deadlines, the table stays empty.
+    demat sets no deadlines, the table stays empty. The CLI gets `airflow_url` explicitly: inside a
+    task process Airflow has masked its own.
     """
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url}
+    env.pop("AIRFLOW__CORE__SQL_ALCHEMY_CONN", None)  # the deprecated alias, masked as well
     for cmd in db_clean_commands(before):
-        done = subprocess.run(cmd, timeout=timeout, env=os.environ.copy(),  # nosec B603 - fixed argv
+        done = subprocess.run(cmd, timeout=timeout, env=env,  # nosec B603 - fixed argv
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         failed = set(_FAILED_TABLE.findall(done.stdout)) - UPSTREAM_UNCLEANABLE
         if done.returncode != 0 or failed:
@@ -107,6 +110,6 @@ def run_retention(airflow_url: str, disposable, *, dossier_days: int, periodic_d
                   now: datetime | None = None) -> dict:
     now = now or datetime.now(UTC)
     purge = purge_dossier_runs(airflow_url, disposable, before=now - timedelta(days=dossier_days))
-    clean_periodic(now - timedelta(days=periodic_days))
+    clean_periodic(airflow_url, now - timedelta(days=periodic_days))
     return {"runs_dossiers_examines": purge.examined, "runs_dossiers_supprimes": purge.deleted,
             "historique_periodique_avant": (now - timedelta(days=periodic_days)).isoformat()}

@@ -97,6 +97,14 @@ def test_finished_runs_of_final_dossiers_go_and_everything_in_progress_stays(air
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # what a task process sees: Airflow 3's supervisor masks its own database URL (the first nightly
+    # run inside the platform failed on it); the deployment hands the retention its own variable
+    for k in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
+        monkeypatch.setenv(k, "airflow-db-not-allowed:///")
+    monkeypatch.setenv("DEMAT_AIRFLOW_DATABASE_URL", url)
+    from demat_airflow.context import airflow_database_url
+
+    assert airflow_database_url() == url
     out = run_retention(url, lambda ids: disposable_runs(demo_settings, ids), dossier_days=30, periodic_days=3)
     assert out["runs_dossiers_supprimes"] == 2 and out["runs_dossiers_examines"] == 4
 
@@ -114,3 +122,13 @@ def test_finished_runs_of_final_dossiers_go_and_everything_in_progress_stays(air
     assert again["runs_dossiers_supprimes"] == 0  # idempotent
     with session_scope(demo_settings.database_url) as session:  # demat's own record is untouched
         assert service.get(session, archived).state == "archive"
+
+
+def test_without_its_database_url_the_retention_says_what_to_set(monkeypatch):
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from demat_airflow.context import airflow_database_url
+
+    monkeypatch.delenv("DEMAT_AIRFLOW_DATABASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    with pytest.raises(RuntimeError, match="DEMAT_AIRFLOW_DATABASE_URL"):
+        airflow_database_url()
