@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from embedded.platform import (
+    DEMO_SIMULATOR_ARGS,
     REPO,
     VENV_BIN,
     Layout,
@@ -250,7 +251,7 @@ class Cluster:
         base = airflow_env(self.layout, self.pg, secrets_, self.port, {})
         base.update(self.extra_env)
         self._spawn("simulators", [sys.executable, "-m", "simulators", "--state", str(self.state), "--config",
-                                   str(self.layout.config), *self.sim_args], base)
+                                   str(self.layout.config), *DEMO_SIMULATOR_ARGS, *self.sim_args], base)
         endpoints = self.layout.sims / "endpoints.json"
         deadline = time.monotonic() + 60
         while not endpoints.exists():

@@ -211,14 +211,19 @@ def _write_passwords(layout: Layout, secrets_: dict) -> None:
     os.replace(tmp, path)
 
 
+# the demo actes carry the classification of 2024-01-15: the préfecture answers a classification
+# request (demat_classification, also run once when a platform starts) with the same date, else
+# every demo acte would be refused for an outdated classification
+DEMO_SIMULATOR_ARGS = ("--set", "prefecture.classification_date=2024-01-15")
+
+
 def _start_simulators(layout: Layout, env: dict) -> subprocess.Popen:
     endpoints = layout.sims / "endpoints.json"
     endpoints.unlink(missing_ok=True)
     logfile = (layout.state / "simulators.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators", "--state", str(layout.state), "--config", str(layout.config),
-         # the demo actes carry the classification of 2024-01-15; the préfecture answers with the same
-         "--set", "prefecture.classification_date=2024-01-15", "--mail-dir", str(layout.mails),
+         *DEMO_SIMULATOR_ARGS, "--mail-dir", str(layout.mails),
          # answer delays (defaults 2 s and 30 s); the benchmarks set them to 0, "answering at once"
          *[arg for flag, var in (("--delay", "DEMAT_SIM_DELAY"), ("--later-delay", "DEMAT_SIM_LATER_DELAY"))
            if os.environ.get(var) for arg in (flag, os.environ[var])]],
