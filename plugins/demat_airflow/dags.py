@@ -80,7 +80,8 @@ def build_ingest_dag() -> DAG:
 def build_dossier_dag(flow: str) -> DAG:
     from airflow.providers.standard.operators.empty import EmptyOperator
 
-    from demat_airflow.operators import AUTOMATIC_TASK, SIGN_TASK, ParapheurOperator, step_task_id
+    from demat_airflow.operators import ParapheurOperator
+    from demat_airflow.task_ids import AUTOMATIC_TASK, SIGN_TASK, step_task_id
     from flows.config.models import MAX_CIRCUIT_STEPS
 
     dag_id = {"actes": "demat_acte", "helios": "demat_pes"}[flow]

@@ -17,19 +17,15 @@ from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 
+from demat_airflow.task_ids import SIGN_TASK, step_task_id
+
 APPROVE = "Approuver"
 REJECT = "Rejeter"
-SIGN_TASK = "sign_and_transmit"
-AUTOMATIC_TASK = "automatic_circuit"  # validate signed and transmitted itself: the circuit has no human step
 
 
 def operator_users() -> list[str]:
     """Platform operators may answer any parapheur step (comma-separated Airflow user names)."""
     return [u for u in os.environ.get("DEMAT_OPERATORS", "admin,operateur").split(",") if u]
-
-
-def step_task_id(step: int) -> str:
-    return f"parapheur_{step}"
 
 
 class ParapheurOperator(HITLOperator, BranchMixIn):

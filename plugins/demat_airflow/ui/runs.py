@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from demat_airflow.task_ids import AUTOMATIC_TASK, PARAPHEUR_PREFIX, SIGN_TASK, VALIDATE_TASK
 from demat_airflow.ui.hitl import AirflowApiError, api_base
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,7 @@ ANSWERS_DAG = "demat_actes_answers"
 # Where each step starts in the dossier DAGs (plugins/demat_airflow/dags.py build_dossier_dag): a task id,
 # or the prefix of a row of tasks (the parapheur steps parapheur_1..N). Every task there is idempotent, so
 # re-running a step's tasks after it already progressed is harmless.
-STEP_TASKS = {"validation": "validate", "parapheur": "parapheur", "transmission": "sign_and_transmit"}
-# on a circuit without a human step, validate signs and transmits, then branches here
-AUTOMATIC_TASK = "automatic_circuit"
+STEP_TASKS = {"validation": VALIDATE_TASK, "parapheur": PARAPHEUR_PREFIX, "transmission": SIGN_TASK}
 
 
 def _client(token: str, timeout: float = 20) -> httpx.Client:
@@ -95,8 +94,8 @@ def _task_states(c: httpx.Client, dag_id: str, run_id: str) -> dict[str, str | N
 def _first_of(step: str, tasks: dict[str, str | None]) -> list[str]:
     """The step's first task in this run: its exact id, else the lowest of its numbered row (parapheur_1...)."""
     start = STEP_TASKS[step]
-    if step == "transmission" and tasks.get(AUTOMATIC_TASK) == "success":
-        return [STEP_TASKS["validation"]]
+    if step == "transmission" and tasks.get(AUTOMATIC_TASK) == "success":  # validate signed and transmitted
+        return [VALIDATE_TASK]
     if start in tasks:
         return [start]
     row = [t for t in tasks if t.startswith(f"{start}_") and t.rpartition("_")[2].isdigit()]
