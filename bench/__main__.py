@@ -25,6 +25,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
+RAW = BENCH / "results"  # one JSON per benchmark run: the raw figures RESULTS.md cites
 MARKER = "<!-- bench:runs -->"
 
 # sizes: default sizes are each benchmark's own; --quick passes these
@@ -131,6 +132,22 @@ def run_one(name: str, quick: bool, logdir: Path) -> Outcome:
     return o
 
 
+def record_raw(o: Outcome, quick: bool, started: datetime, info: dict, args: list[str]) -> Path:
+    """bench/results/<date>-<name>.json: every figure of one run, with commit, machine and load."""
+    import json
+
+    RAW.mkdir(exist_ok=True)
+    path = RAW / f"{started:%Y%m%d-%H%M%S}-{o.name}.json"
+    keys = ["name", "value", "unit", "baseline", "ratio", "note"]
+    path.write_text(json.dumps({
+        "benchmark": o.name, "started": started.isoformat(), "sizes": "quick" if quick else "full",
+        "args": args, "status": o.status, "seconds": round(o.seconds, 1), "commit": git_head(),
+        "machine": info, "load_at_start": o.load_start, "load_at_end": loadavg(),
+        "figures": [dict(zip(keys, (f + ["-"] * 6)[:6], strict=True)) for f in o.figures],
+    }, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
 def rows_of(outcomes: list[Outcome]) -> list[list[str]]:
     rows = []
     for o in outcomes:
@@ -173,6 +190,7 @@ def write_results(outcomes: list[Outcome], quick: bool, started: datetime, load0
         f"Linux {info.get('kernel')}, Python {info.get('python')}",
         f"- load average at start (1/5/15 min): {load0}; the machine is shared with other sessions",
         "- benchmarks: " + ", ".join(f"{o.name} {o.status} ({o.seconds:.0f} s)" for o in outcomes),
+        f"- raw figures: `bench/results/{started:%Y%m%d-%H%M%S}-<benchmark>.json`",
         "",
         md_table(rows),
         "",
@@ -214,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     print(f"[bench] {len(names)} benchmark(s), {'quick' if args.quick else 'full'} sizes; logs in {logdir}; "
           f"load {load0}; {info}", file=sys.stderr, flush=True)
-    outcomes = [run_one(n, args.quick, logdir) for n in names]
+    outcomes = []
+    for n in names:
+        o = run_one(n, args.quick, logdir)
+        outcomes.append(o)
+        if not args.no_write:
+            raw = record_raw(o, args.quick, started, info, QUICK_ARGS.get(n, []) if args.quick else [])
+            print(f"[bench] raw figures: {raw.relative_to(ROOT)}", file=sys.stderr, flush=True)
     print()
     print(text_table(rows_of(outcomes)))
     for o in outcomes:
