@@ -57,10 +57,22 @@ def build_annulation_dag() -> DAG:
 
         @task(**SERVICE_PRIORITY, **TRANSIENT_RETRIES)
         def request_annulation(params=None, dag_run=None) -> str:
+            """The same checks as the dossier page's action (state, role, motif), then the upload.
+
+            Only operators reach Airflow's DAGs, so the trigger acts with the operator's role; a refusal
+            (no motif, acte not transmitted, already final) fails the run at once, without retries."""
+            from airflow.sdk.exceptions import AirflowFailException
+
             from demat_airflow.context import endpoint, remote_dirs, settings
+            from flows.pipeline import actions
             from flows.pipeline.answers import request_annulation as send
 
             actor = getattr(dag_run, "triggering_user_name", None) or "opérateur"
+            try:
+                actions.request_annulation(settings(), params["dossier_id"], actor=actor,
+                                           roles=frozenset({actions.OPERATOR}), motif=params["motif"])
+            except actions.ActionRefused as exc:
+                raise AirflowFailException(f"{exc.message} {exc.fix}") from exc
             upload_dir, _ = remote_dirs("prefecture")
             return send(settings(), params["dossier_id"], actor, params["motif"], endpoint_factory=endpoint,
                         upload_dir=upload_dir)

@@ -353,3 +353,35 @@ def test_retry_of_a_stuck_run_only_journals(settings):
     with pytest.raises(A.ActionRefused) as exc:
         A.retry(settings, ok, actor="operateur", roles=OPERATOR, run_state="success")
     refused(exc, "etat", "pas d'étape bloquée")
+
+
+def test_annulation_dag_keeps_the_actions_checks(settings, monkeypatch):
+    """The operators' annulation DAG goes through the same checks as the page: no motif, or an acte
+    not transmitted, fails the run (no retry) and records nothing."""
+    import os
+    import sys
+    import tempfile
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    home = tempfile.mkdtemp(prefix="demat-airflow-home-")
+    os.environ.setdefault("AIRFLOW_HOME", home)
+    os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db")
+    plugins = str(Path(__file__).resolve().parents[3] / "plugins")
+    if plugins not in sys.path:
+        sys.path.insert(0, plugins)
+    from demat_airflow import actes_dags, context
+
+    monkeypatch.setattr(context, "settings", lambda: settings)
+    run = actes_dags.build_annulation_dag().get_task("request_annulation").python_callable
+
+    class Run:
+        triggering_user_name = "operateur"
+
+    did = make(settings, state="acquitte", sha="q")
+    with pytest.raises(AirflowFailException, match="motif"):
+        run(params={"dossier_id": did, "motif": "   "}, dag_run=Run())
+    valid = make(settings, state="valide", sha="r", path=())
+    with pytest.raises(AirflowFailException, match="transmis ou acquitté"):
+        run(params={"dossier_id": valid, "motif": "Retrait"}, dag_run=Run())
+    assert all(e.event != "annulation_demandee" for e in journal(settings, did) + journal(settings, valid))
