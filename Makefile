@@ -32,6 +32,7 @@ demo: venv
 ## tests, PostgreSQL and Redis for the Celery test, docker-compose to check the compose file; installed when missing
 test-deps:
 	@missing=""; command -v xmlsec1 >/dev/null || missing="$$missing xmlsec1"; \
+	 command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	 command -v xmllint >/dev/null || missing="$$missing libxml2-utils"; \
 	 command -v openssl >/dev/null || missing="$$missing openssl"; \
 	 test -x /usr/bin/chromium || missing="$$missing chromium"; \

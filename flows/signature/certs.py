@@ -149,7 +149,9 @@ def load_signer(p12_path: str | Path, password: bytes | str | None) -> Signer:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CertificateRefused(f"Le fichier de certificat {path.name} est illisible ({exc.strerror}).") from None
+        from flows.helios.xsdtext import error_fr
+
+        raise CertificateRefused(f"Le fichier de certificat {path.name} est illisible : {error_fr(exc)}.") from None
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password or None)
     except (ValueError, TypeError):
@@ -254,14 +256,50 @@ def load_trust_store(sources: Iterable) -> list[x509.Certificate]:
     return unique
 
 
+WEAK_HASHES = ("sha1", "md5")
+
+
+def _verify_weak(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Check a certificate signed with SHA-1 by hand: cryptography's verify_directly_issued_by
+    refuses SHA-1 outright, while the DGFiP's own CA chain (and `openssl verify`) still uses it."""
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    try:
+        algo = cert.signature_hash_algorithm
+    except Exception:  # noqa: BLE001 - unknown algorithm: not verifiable here
+        return False
+    if algo is None or algo.name not in ("sha1",):
+        return False
+    key = issuer.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), algo)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algo))
+        else:
+            return False
+    except Exception:  # noqa: BLE001 - bad signature: not this issuer
+        return False
+    return True
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     if cert.issuer != issuer.subject:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
     except Exception:  # noqa: BLE001 - any failure means "not this issuer"
-        return False
+        return _verify_weak(cert, issuer)
     return True
+
+
+def weak_hash(cert: x509.Certificate) -> str | None:
+    """"SHA-1" when the certificate's own signature uses a hash known to be weak, else None."""
+    try:
+        algo = cert.signature_hash_algorithm
+    except Exception:  # noqa: BLE001
+        return None
+    return algo.name.upper().replace("SHA1", "SHA-1") if algo is not None and algo.name in WEAK_HASHES else None
 
 
 def build_chain(
@@ -270,11 +308,14 @@ def build_chain(
     *,
     intermediates: list[x509.Certificate] = (),
     at: datetime | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[list[x509.Certificate], list[str]]:
     """Chain from cert up to a trust-store certificate; returns (chain, problems in French).
 
     As in the DGFiP readme, the chain is accepted when one of its certificates is in the store
-    (the store lists the CAs allowed to issue PES signing certificates).
+    (the store lists the CAs allowed to issue PES signing certificates). A link signed with
+    SHA-1 is accepted, as `openssl verify` accepts it; `notes` (when given) receives a French
+    warning for each such link.
     """
     when = _utc(at)
     anchors = {c.fingerprint(hashes.SHA256()): c for c in trust_store}
@@ -293,6 +334,12 @@ def build_chain(
             )
             return chain, problems
         issuer = issuers[0]
+        weak = weak_hash(current)
+        if weak and notes is not None:
+            notes.append(
+                f"le certificat « {common_name(current)} » est signé par « {common_name(issuer)} » avec {weak},"
+                " algorithme d'empreinte jugé faible (accepté car l'autorité l'utilise encore)"
+            )
         if not is_ca(issuer) and issuer.subject != issuer.issuer:
             problems.append(f"« {common_name(issuer)} » n'est pas une autorité de certification")
         if not (issuer.not_valid_before_utc <= when <= issuer.not_valid_after_utc):

@@ -8,7 +8,6 @@ not meant for signing is refused before anything is produced.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from flows.signature.certs import check_signing_certificate, load_signer
@@ -19,25 +18,25 @@ class PadesError(ValueError):
 
 
 def sign_pdf(pdf: bytes, p12_path: str | Path, password: bytes, *, role: str, place: str | None = None) -> bytes:
-    """The PDF with a PAdES (ETSI.CAdES.detached) signature of the certificate's holder."""
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.pdf_utils.misc import PdfError
-    from pyhanko.sign import signers
-    from pyhanko.sign.fields import SigSeedSubFilter
+    """The PDF with a PAdES (ETSI.CAdES.detached) signature of the certificate's holder.
 
-    check_signing_certificate(load_signer(p12_path, password).cert)
-    signer = signers.SimpleSigner.load_pkcs12(pfx_file=str(p12_path), passphrase=password)
-    if signer is None:
-        raise PadesError(f"Certificat illisible : {Path(p12_path).name}")
-    holder = signer.signing_cert.subject.native.get("common_name", "")
-    meta = signers.PdfSignatureMetadata(
-        field_name="SignatureDemat", reason=f"Signature de l'acte ({role})", location=place, name=holder,
-        subfilter=SigSeedSubFilter.PADES, md_algorithm="sha256",
-    )
-    try:
-        writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
-        if writer.prev.encrypted:
-            raise PadesError("Le PDF est chiffré : il ne peut pas être signé. Déposez une version non protégée.")
-        return signers.sign_pdf(writer, meta, signer=signer).getvalue()
-    except PdfError as exc:
-        raise PadesError(f"PDF illisible, impossible de le signer : {exc}") from exc
+    One code path with the two-phase signature (flows.signature.remote): prepare for the
+    certificate, sign the signed attributes with the PKCS#12 key here, assemble and verify.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    from flows.signature.remote import assemble_pdf, prepare_pdf
+
+    signer = load_signer(p12_path, password)
+    check_signing_certificate(signer.cert)
+    prepared = prepare_pdf(pdf, signer.cert, role=role, place=place, chain=signer.chain)
+    if isinstance(signer.key, ec.EllipticCurvePrivateKey):
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        r, s = decode_dss_signature(signer.key.sign(prepared.signed_attrs, ec.ECDSA(hashes.SHA256())))
+        size = (signer.key.curve.key_size + 7) // 8
+        value = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    else:
+        value = signer.key.sign(prepared.signed_attrs, padding.PKCS1v15(), hashes.SHA256())
+    return assemble_pdf(prepared, value)

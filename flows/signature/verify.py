@@ -4,8 +4,11 @@ Two levels, reported separately:
 - integrity ("intact"): reference digests (bordereau after the enveloped transform + c14n, and
   SignedProperties) and SignatureValue with the embedded certificate's key. Always errors.
 - qualification: certificate valid at SigningTime with signing usage, chain to the trust store,
-  policy 1.4/1.7 with its exact hash, signer role present, SigningCertificate matches. Warnings,
-  or errors when strict=True.
+  policy 1.4/1.7 with its exact hash (base64 compared as bytes: padding optional), signer role
+  present, SigningCertificate matches. Warnings, or errors when strict=True; except a certificate
+  outside its validity at SigningTime, always an error: Hélios refuses it (ERREUR_CERTIFICAT),
+  so `demat verify` says NON CONFORME and exits 1 whatever --strict says. A CA link signed with
+  SHA-1 (the DGFiP's own chain) is accepted, as `openssl verify` accepts it, with a warning.
 Every Reference is resolved by Id across the whole document and must designate the bordereau
 holding the signature (and the SignedProperties inside it): a signature moved from another
 bordereau, or an Id duplicated to hide a forged element (signature wrapping), is refused.
@@ -27,6 +30,7 @@ from lxml import etree
 
 from flows import xmlsafe
 from flows.findings import Finding, Report
+from flows.helios.xsdtext import error_fr
 from flows.signature.certs import (
     CertificateRefused,
     build_chain,
@@ -52,6 +56,12 @@ BLOCKS = ("PES_DepenseAller", "PES_RecetteAller")
 EXC_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
 INTEGRITY = "integrite"
 QUALIF = "qualification"
+REFUS = "refus"  # always an error: Hélios refuses it whatever the strictness asked here
+AVIS = "avis"  # always a warning: accepted, but the agent should know
+# What Hélios does with a certificate outside its validity at SigningTime: the DGFiP signature
+# policy (PES V2, §certificats) requires a certificate valid at signing time, and Hélios answers
+# ERREUR_CERTIFICAT; so does demat, whatever --strict says.
+ALWAYS_REFUSED = {"SIG-CERT-EXPIRE", "SIG-CERT-PAS-ENCORE"}
 
 
 def _ds(tag: str) -> str:
@@ -171,7 +181,7 @@ class _Ctx:
 
 
 def _finding(result: SignatureResult, rule: str, message: str, *, fix: str = "", kind: str, strict: bool, value: str = ""):
-    severity = "error" if kind == INTEGRITY or strict else "warning"
+    severity = "error" if kind in (INTEGRITY, REFUS) or (strict and kind != AVIS) else "warning"
     place = f"bordereau {result.idbord or result.bordereau_id}" if result.bordereau_id else "document signé"
     result.findings.append(
         Finding(rule=rule, message=message, fix=fix, place=place, value=value, severity=severity, layer="signature")
@@ -295,6 +305,7 @@ def verify_signature_element(
     sp = qp.find(f"{{{xns}}}SignedProperties") if qp is not None else None
 
     integrity_ok = True
+    digest_failed: list[str] = []
     covered_target = covered_sp = False
     refs = si.findall(_ds("Reference"))
     for ref in refs:
@@ -312,6 +323,7 @@ def verify_signature_element(
             continue
         expected = (dv.text or "").strip()
         actual = base64.b64encode(hashlib.new(alg, octets).digest()).decode("ascii")
+        uri = ref.get("URI") or ""
         if target is not None and target is sp:
             covered_sp = True
             rtype = ref.get("Type", "")
@@ -320,7 +332,7 @@ def verify_signature_element(
             what = "les propriétés signées (date, certificat, rôle, politique)"
         elif target is not None and target is expected_target:
             covered_target = True
-            what = "le contenu du bordereau"
+            what = f"le contenu du bordereau {result.idbord or ''} (Id {result.bordereau_id})".replace("  ", " ")
         elif target is None and expected_target is None:
             covered_target = True
             what = "le document signé"
@@ -335,15 +347,19 @@ def verify_signature_element(
                 strict=strict,
             )
             integrity_ok = False
-        if actual != expected:
+        if not _same_base64(expected, actual):
             integrity_ok = False
+            digest_failed.append(uri)
             _finding(
                 result,
                 "SIG-EMPREINTE",
-                f"L'empreinte ne correspond plus : {what} a été modifié après la signature.",
-                fix="Ne modifiez pas un document signé : faites-le signer à nouveau.",
+                f"Contenu signé modifié : l'empreinte de la référence « {uri} » ne correspond plus,"
+                f" {what} a été modifié après la signature.",
+                fix="Ne modifiez pas un document signé : reprenez le fichier d'origine ou faites signer à nouveau"
+                " le bordereau (Hélios le refuserait : ERREUR_SIGNATURE_BORDEREAU_INVALIDE).",
                 kind=INTEGRITY,
                 strict=strict,
+                value=f"{uri} : attendu {expected}, calculé {actual}",
             )
     if not covered_target:
         integrity_ok = False
@@ -385,10 +401,21 @@ def verify_signature_element(
     si_octets = canonicalize(si, c14n)
     if not verify_bytes(cert.public_key(), sig_bytes, si_octets, method):
         integrity_ok = False
+        uris = ", ".join(f"« {r.get('URI')} »" for r in refs) or "aucune"
+        if digest_failed:
+            text = "La valeur de signature ne correspond pas non plus (conséquence du contenu modifié ci-dessus)."
+        else:
+            text = (
+                "Contenu signé modifié : la valeur de signature ne correspond pas aux informations signées"
+                f" (SignedInfo, références {uris}) avec la clé du certificat. Les empreintes ont été recalculées"
+                f" ou le SignedInfo retouché après la signature du bordereau {result.idbord or result.bordereau_id} :"
+                " signature invalide."
+            )
         _finding(
             result,
             "SIG-VALEUR",
-            "La valeur de signature ne correspond pas à la clé du certificat : signature invalide.",
+            text,
+            fix="Ne modifiez pas un document signé : reprenez le fichier d'origine ou faites signer à nouveau le bordereau.",
             kind=INTEGRITY,
             strict=strict,
         )
@@ -418,7 +445,16 @@ def _certificate_problems(cert, extra_certs, when: datetime, ctx: _Ctx) -> list[
             )
         )
     else:
-        _chain, problems = build_chain(cert, ctx.trust, intermediates=extra_certs, at=when)
+        notes: list[str] = []
+        _chain, problems = build_chain(cert, ctx.trust, intermediates=extra_certs, at=when, notes=notes)
+        out.extend(
+            (
+                "SIG-CERT-SHA1",
+                f"Chaîne de certification acceptée, mais {n}.",
+                "Rien à faire pour ce fichier ; l'autorité de certification devrait passer à SHA-256.",
+            )
+            for n in notes
+        )
         out.extend(
             (
                 "SIG-CERT-CHAINE",
@@ -473,7 +509,12 @@ def _check_properties(sp, xns: str, cert, extra_certs, sig, qp, ctx: _Ctx, resul
             )
 
     for rule, msg, fix in _certificate_problems(cert, extra_certs, when, ctx):
-        _finding(result, rule, msg, fix=fix, kind=QUALIF, strict=strict)
+        if rule in ALWAYS_REFUSED:
+            msg += (" Hélios refuse une signature dont le certificat n'était pas valide à la date de signature"
+                    " (ERREUR_CERTIFICAT) : demat la refuse aussi.")
+            fix = fix or "Faire signer à nouveau avec un certificat valide."
+        kind = REFUS if rule in ALWAYS_REFUSED else AVIS if rule == "SIG-CERT-SHA1" else QUALIF
+        _finding(result, rule, msg, fix=fix, kind=kind, strict=strict)
 
     pid = ssp.find(x("SignaturePolicyIdentifier/SignaturePolicyId"))
     if pid is None and ctx.require_policy:
@@ -488,7 +529,7 @@ def _check_properties(sp, xns: str, cert, extra_certs, sig, qp, ctx: _Ctx, resul
             _finding(result, "SIG-POLITIQUE", "Politique de signature inconnue (attendu : Hélios 1.4 ou 1.7).", kind=QUALIF, strict=strict, value=ident)
         else:
             result.policy = known.version
-            if hv != known.hash_value or halg != known.hash_algorithm:
+            if not _same_base64(hv, known.hash_value) or halg != known.hash_algorithm:
                 _finding(result, "SIG-POLITIQUE", f"L'empreinte de la politique {known.version} est incorrecte.", kind=QUALIF, strict=strict, value=hv)
 
     roles = [(r.text or "").strip() for r in ssp.findall(x("SignerRole/ClaimedRoles/ClaimedRole"))]
@@ -504,6 +545,21 @@ def _check_properties(sp, xns: str, cert, extra_certs, sig, qp, ctx: _Ctx, resul
             kind=QUALIF,
             strict=strict,
         )
+
+
+def _b64(text: str) -> bytes | None:
+    """Decode base64 leniently about padding and whitespace (some signers omit the final '=')."""
+    clean = "".join((text or "").split())
+    clean += "=" * (-len(clean) % 4)
+    try:
+        return base64.b64decode(clean, validate=True)
+    except ValueError:
+        return None
+
+
+def _same_base64(found: str, expected: str) -> bool:
+    a, b = _b64(found), _b64(expected)
+    return a is not None and a == b
 
 
 def _trust(trust_store) -> list[x509.Certificate]:
@@ -528,7 +584,7 @@ def verify_pes(
         root = xmlsafe.parse_bytes(pes)
     except (etree.XMLSyntaxError, xmlsafe.UnsafeXML) as exc:
         report.findings.append(
-            Finding("SIG-DOC-LECTURE", f"Le fichier n'est pas un XML lisible : {exc}", layer="signature")
+            Finding("SIG-DOC-LECTURE", f"Le fichier n'est pas un XML lisible : {exc if isinstance(exc, xmlsafe.UnsafeXML) else error_fr(exc)}", layer="signature")
         )
         return report
     if root.tag != f"{{{PES_ALLER}}}PES_Aller":

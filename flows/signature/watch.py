@@ -171,3 +171,36 @@ def certificates_expiring(source, within_days: int = DEFAULT_WITHIN_DAYS, *, ssh
     for a in alerts:
         log.warning("%s", a.message)
     return alerts
+
+
+def token_certificates_expiring(sources: Iterable, within_days: int = DEFAULT_WITHIN_DAYS, *,
+                                at: datetime | None = None) -> list[ExpiryAlert]:
+    """Expiry alerts for certificates that live on tokens: the officials' (as their agent presented
+    them, DER bytes or x509 objects, stored by the platform) and the seal's (read from the HSM
+    through a token.TokenConfig, no PIN needed). An unreachable HSM is itself an alert."""
+    from flows.signature.token import TokenConfig, TokenError, read_certificate
+
+    at = at or datetime.now(UTC)
+    alerts: list[ExpiryAlert] = []
+    for src in sources:
+        where = "support de signature"
+        if isinstance(src, TokenConfig):
+            where = f"support {src.label}"
+            try:
+                src = read_certificate(src)
+            except TokenError as exc:
+                alerts.append(ExpiryAlert(where, src.label, "de cachet serveur", None, None, "illisible",
+                                          f"Le certificat du {where} n'a pas pu être lu : {exc}"))
+                continue
+        try:
+            cert = src if isinstance(src, x509.Certificate) else x509.load_der_x509_certificate(bytes(src))
+        except ValueError:
+            alerts.append(ExpiryAlert(where, "?", "de signature", None, None, "illisible",
+                                      f"Un certificat présenté par un {where} est illisible."))
+            continue
+        usage = "de cachet serveur" if "cachet" in common_name(cert).casefold() else "de signature"
+        alert = _alert(where, common_name(cert), usage, cert.not_valid_after_utc, at, within_days, SIGN_HINT)
+        if alert:
+            alerts.append(alert)
+    alerts.sort(key=lambda a: (a.not_after is not None, a.not_after or at))
+    return alerts
