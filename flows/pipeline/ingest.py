@@ -7,7 +7,9 @@ claimed path and finished, not mistaken for a duplicate.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +24,13 @@ from flows.dossier.store import ArtefactStore
 from flows.pipeline import inbox
 from flows.settings import Settings
 
+log = logging.getLogger(__name__)
+
 MAX_INBOX_BYTES = 512 * 1024 * 1024
+# a claimed file that cannot be read for one of these reasons is set aside with an explanation;
+# any other error leaves it for the next sweep (and never stops the other files)
+_PER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ELOOP, errno.ENXIO, errno.EINVAL,
+                    errno.ENAMETOOLONG, errno.ENOTDIR, errno.EILSEQ}
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,19 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 def _done_path(settings: Settings, collectivite: str, flow: str, dossier_id: str, name: str) -> Path:
     folder = settings.work_dir / "done" / collectivite / flow
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{dossier_id}__{name}"
+    return folder / inbox.bounded(f"{dossier_id}__", name, reserve=0)
 
 
-def sweep(settings: Settings, *, claim_stable: bool = True, min_age: float = 2.0) -> list[Started]:
+def safety_age(settings: Settings) -> tuple[float, bool]:
+    """How quiet a file must be for the sweep to claim it, and whether the change time counts too.
+    Where the watcher uses events, it claims a file at its close; the sweep then only catches what
+    a stopped watcher left, so it must never take a file whose writer merely pauses."""
+    if inbox.events_wanted(settings.inbox_root, settings.inbox_events):
+        return max(settings.inbox_safety_age, settings.inbox_min_age), True
+    return settings.inbox_min_age, False
+
+
+def sweep(settings: Settings, *, claim_stable: bool = True, min_age: float | None = None) -> list[Started]:
     """Claim stable files (safety net), record every claimed file, return the dossiers to start.
 
     Sweeps may be started side by side (each inbox event starts one, so a drop never waits for
@@ -76,64 +93,97 @@ def sweep(settings: Settings, *, claim_stable: bool = True, min_age: float = 2.0
         return _sweep(settings, claim_stable=claim_stable, min_age=min_age)
 
 
-def _sweep(settings: Settings, *, claim_stable: bool, min_age: float) -> list[Started]:
+def _sweep(settings: Settings, *, claim_stable: bool, min_age: float | None) -> list[Started]:
     if claim_stable:
-        inbox.claim_stable(settings.inbox_root, settings.work_dir, min_age=min_age)
+        age, strict = safety_age(settings) if min_age is None else (min_age, False)
+        inbox.claim_stable(settings.inbox_root, settings.work_dir, min_age=age, strict=strict)
     config = settings.config
     known = {c.slug for c in config.collectivites}
     store = ArtefactStore(settings.store_root)
     started: list[Started] = []
     for slug, flow, claimed in inbox.list_claimed(settings.work_dir):
-        name = inbox.original_name(claimed)
-        if slug not in known or flow not in inbox.FLOWS:
-            inbox.reject_beside(
-                settings.inbox_root, slug, flow, name, claimed,
-                f"Fichier « {name} » refusé : la collectivité « {slug} » ou le flux « {flow} » n'est pas configuré.\n"
-                "Correction : déposez le fichier dans le dossier d'une collectivité configurée.\n",
-            )
-            continue
-        size = claimed.stat().st_size
-        if size == 0 or size > MAX_INBOX_BYTES:
-            why = "est vide" if size == 0 else f"dépasse la taille maximale ({MAX_INBOX_BYTES // (1024 * 1024)} Mio)"
-            inbox.reject_beside(
-                settings.inbox_root, slug, flow, name, claimed,
-                f"Fichier « {name} » refusé : il {why}.\nCorrection : vérifiez l'export et déposez à nouveau le fichier.\n",
-            )
-            continue
-        sha, size = _sha256_file(claimed)
-        with session_scope(settings.database_url) as session:
-            existing = service.by_sha(session, sha)
-            if existing is not None:
-                if existing.extra.get("claimed") == claimed.name:
-                    # we recorded it before a crash: finish the move, start it if needed
-                    os.replace(claimed, _done_path(settings, slug, flow, existing.id, name))
-                    if existing.state == "recu":
-                        started.append(Started(existing.id, flow, slug))
-                    continue
-                inbox.reject_beside(
-                    settings.inbox_root, slug, flow, name, claimed,
-                    f"Fichier « {name} » refusé : doublon. Le même contenu (sha256 {sha[:16]}…) a déjà été reçu "
-                    f"le {existing.created_at:%d/%m/%Y à %H:%M} UTC, dossier {existing.id} "
-                    f"(état : {existing.state}).\nCorrection : aucune, le document est déjà pris en charge ; "
-                    "pour une version corrigée, modifiez le fichier avant de le déposer.\n",
-                )
+        shown = inbox.agent_path(slug, flow, inbox.original_name(claimed))
+        try:
+            one = _record(settings, store, known, slug, flow, claimed)
+        except FileNotFoundError:
+            continue  # a sweep beside this one took it
+        except OSError as exc:  # this file only: the others go on
+            if exc.errno not in _PER_FILE_ERRORS:
+                log.warning("Fichier %s laissé pour le prochain passage : %s", shown, exc.strerror)
                 continue
-            store.put_file(claimed)
-            dossier = service.create(
-                session, collectivite=slug, flow=flow, original_name=name, sha256=sha, size=size,
-                doc_type="pes" if flow == "helios" else "", extra={"claimed": claimed.name},
-            )
-            dossier.run_id = run_id_for(dossier.id)
-            session.add(Artefact(dossier_id=dossier.id, kind="original", name=name, sha256=sha, size=size,
-                                 media_type=_media_type(name), created_at=service.now()))
-            from flows.pipeline.actions import link_resubmission
-
-            link_resubmission(session, dossier)  # a corrected file announced from the UI or the API
-            dossier_id = dossier.id
-        os.replace(claimed, _done_path(settings, slug, flow, dossier_id, name))
-        started.append(Started(dossier_id, flow, slug))
+            log.warning("Fichier %s illisible, mis de côté : %s", shown, exc.strerror)
+            _set_aside_unreadable(settings, slug, flow, claimed, exc)
+            continue
+        if one is not None:
+            started.append(one)
     started.extend(_orphans(settings, exclude={s.dossier_id for s in started}))
     return started
+
+
+def _set_aside_unreadable(settings: Settings, slug: str, flow: str, claimed: Path, exc: OSError) -> None:
+    name = inbox.original_name(claimed)
+    try:
+        inbox.reject_beside(
+            settings.inbox_root, slug, flow, name, claimed,
+            f"Fichier « {inbox.agent_path(slug, flow, name)} » refusé : demat ne peut pas le lire "
+            f"({exc.strerror or exc}).\nCorrection : vérifiez les droits de lecture du fichier puis déposez-le à "
+            "nouveau.\n",
+        )
+    except OSError as again:
+        log.warning("Fichier %s : mise de côté impossible (%s)", inbox.agent_path(slug, flow, name), again.strerror)
+
+
+def _record(settings: Settings, store: ArtefactStore, known: set[str], slug: str, flow: str,
+            claimed: Path) -> Started | None:
+    """One claimed file: refused beside the inbox, or recorded as a dossier (the run to start)."""
+    name = inbox.original_name(claimed)
+    shown = inbox.agent_path(slug, flow, name)
+    if slug not in known or flow not in inbox.FLOWS:
+        inbox.reject_beside(
+            settings.inbox_root, slug, flow, name, claimed,
+            f"Fichier « {shown} » refusé : la collectivité « {inbox.readable_name(slug)} » ou le flux "
+            f"« {inbox.readable_name(flow)} » n'est pas configuré.\n"
+            "Correction : déposez le fichier dans le dossier d'une collectivité configurée.\n",
+        )
+        return None
+    size = claimed.stat().st_size
+    if size == 0 or size > MAX_INBOX_BYTES:
+        why = "est vide" if size == 0 else f"dépasse la taille maximale ({MAX_INBOX_BYTES // (1024 * 1024)} Mio)"
+        inbox.reject_beside(
+            settings.inbox_root, slug, flow, name, claimed,
+            f"Fichier « {shown} » refusé : il {why}.\nCorrection : vérifiez l'export et déposez à nouveau le fichier.\n",
+        )
+        return None
+    sha, size = _sha256_file(claimed)
+    with session_scope(settings.database_url) as session:
+        existing = service.by_sha(session, sha)
+        if existing is not None:
+            if existing.extra.get("claimed") == claimed.name:
+                # we recorded it before a crash: finish the move, start it if needed
+                os.replace(claimed, _done_path(settings, slug, flow, existing.id, name))
+                return Started(existing.id, flow, slug) if existing.state == "recu" else None
+            inbox.reject_beside(
+                settings.inbox_root, slug, flow, name, claimed,
+                f"Fichier « {shown} » refusé : doublon. Le même contenu (sha256 {sha[:16]}…) a déjà été reçu "
+                f"le {existing.created_at:%d/%m/%Y à %H:%M} UTC, dossier {existing.id} "
+                f"(état : {existing.state}).\nCorrection : aucune, le document est déjà pris en charge ; "
+                "pour une version corrigée, modifiez le fichier avant de le déposer.\n",
+            )
+            return None
+        store.put_file(claimed)
+        dossier = service.create(
+            session, collectivite=slug, flow=flow, original_name=name, sha256=sha, size=size,
+            doc_type="pes" if flow == "helios" else "", extra={"claimed": claimed.name},
+        )
+        dossier.run_id = run_id_for(dossier.id)
+        session.add(Artefact(dossier_id=dossier.id, kind="original", name=name, sha256=sha, size=size,
+                             media_type=_media_type(name), created_at=service.now()))
+        from flows.pipeline.actions import link_resubmission
+
+        link_resubmission(session, dossier)  # a corrected file announced from the UI or the API
+        dossier_id = dossier.id
+    os.replace(claimed, _done_path(settings, slug, flow, dossier_id, name))
+    return Started(dossier_id, flow, slug)
 
 
 def _orphans(settings: Settings, *, exclude: set[str], older_than: timedelta = timedelta(minutes=2)) -> list[Started]:

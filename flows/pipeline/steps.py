@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +53,23 @@ def _original_path(store: ArtefactStore, dossier: Dossier, tmp_dir: Path) -> Pat
     return path
 
 
+def _as_agent_sees(report, path: Path, shown: str) -> None:
+    """The report names the file as the agent dropped it (saint-sever/helios/PES_x.xml), never the
+    server path the validators read (the store, a temporary copy)."""
+    hidden = sorted({str(path), str(path.resolve()), path.name}, key=len, reverse=True)
+
+    def clean(text):
+        if not isinstance(text, str):
+            return text
+        for h in hidden:
+            text = text.replace(h, shown)
+        return text
+
+    report.file = shown
+    report.findings[:] = [dataclasses.replace(f, message=clean(f.message), fix=clean(f.fix), place=clean(f.place),
+                                              value=clean(f.value)) for f in report.findings]
+
+
 # --------------------------------------------------------------------------------------------- validation
 def validate(settings: Settings, dossier_id: str) -> StepOutcome:
     store = ArtefactStore(settings.store_root)
@@ -72,6 +91,7 @@ def validate(settings: Settings, dossier_id: str) -> StepOutcome:
                 extra_files[".rapport-qualite.html"] = html
         else:
             report = _validate_acte(session, dossier, coll, path)
+        _as_agent_sees(report, path, inbox.agent_path(dossier.collectivite, dossier.flow, dossier.original_name))
         service.attach(session, store, dossier, kind="validation_report", name="rapport-validation.json",
                        data=report.to_json().encode("utf-8"), media_type="application/json")
         if report.ok:
@@ -87,7 +107,8 @@ def validate(settings: Settings, dossier_id: str) -> StepOutcome:
             details={"errors": [f.rule for f in report.errors]},
         )
         explanation = (
-            f"Votre document « {dossier.original_name} » a été refusé par demat (dossier {dossier.id}).\n"
+            f"Votre document « {inbox.agent_path(dossier.collectivite, dossier.flow, dossier.original_name)} » "
+            f"a été refusé par demat (dossier {dossier.id}).\n"
             "Le fichier original est conservé à côté de ce message.\n"
             "Corrigez les points ci-dessous puis déposez le fichier corrigé dans le même dossier.\n\n" + text
         )
@@ -152,6 +173,29 @@ def _validate_acte(session, dossier: Dossier, coll: Collectivite, path: Path) ->
 
 
 # --------------------------------------------------------------------------------------------- parapheur
+# invisible and direction-changing characters (a file name "facture\u202efdp.exe" is displayed "factureexe.pdf")
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_MD_SPECIAL = frozenset(string.punctuation)  # CommonMark: every ASCII punctuation may be backslash-escaped
+
+
+def plain_text(value, limit: int = 500) -> str:
+    """One line of user text for a plain-text field: no control, invisible or bidi characters, bounded."""
+    text = " ".join(_INVISIBLE.sub(" ", str(value or "")).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# remark-gfm links bare URLs and e-mail addresses in the text *after* escapes are resolved, so escaping is
+# not enough there: an invisible WORD JOINER breaks "://", "www." and "@" (the text still reads the same)
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)")
+
+
+def md_text(value, limit: int = 500) -> str:
+    """User text for a Markdown field (Airflow's HITL body, run notes): shown as typed, never as a link,
+    image, heading, HTML or autolink (every ASCII punctuation is escaped; bare URLs and addresses broken)."""
+    text = _AUTOLINK.sub("\u2060", plain_text(value, limit))
+    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in text)
+
+
 def human_steps(coll: Collectivite, dossier: Dossier) -> list:
     """The circuit's VISA and SIGNATURE steps for this dossier, in order (AUTO steps need nobody)."""
     circuit = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
@@ -230,21 +274,25 @@ def parapheur_request(settings: Settings, dossier_id: str, *, step: int = 1,
         users += [u for u in operators if u not in users]
         kind = DOC_TYPE_LABELS.get(dossier.doc_type, "Document")
         what = "Signature" if current.kind == "SIGNATURE" else "Visa"
-        subject = f"{what} ({step}/{n}) — {kind} de {coll.name} : {dossier.objet or dossier.original_name}"[:250]
+        # Airflow shows the subject as plain text and renders the body as Markdown: user texts (objet, file
+        # name, numbers, names) are neutralised there, so an objet "[Signer](https://evil.example)" stays text
+        subject = plain_text(f"{what} ({step}/{n}) — {kind} de {coll.name} : "
+                             f"{dossier.objet or dossier.original_name}", 250)
         lines = [
-            f"**Collectivité** : {coll.name}",
-            f"**Type** : {kind}",
-            f"**Objet** : {dossier.objet or '—'}",
-            f"**Fichier** : {dossier.original_name}",
-            f"**Dossier** : {dossier.id}",
+            f"**Collectivité** : {md_text(coll.name)}",
+            f"**Type** : {md_text(kind)}",
+            f"**Objet** : {md_text(dossier.objet) or '—'}",
+            f"**Fichier** : {md_text(dossier.original_name)}",
+            f"**Dossier** : {md_text(dossier.id)}",
         ]
         if dossier.montant:
-            lines.append(f"**Montant** : {dossier.montant} €")
+            lines.append(f"**Montant** : {md_text(dossier.montant)} €")
         if dossier.idacte or dossier.numero_interne:
-            lines.append(f"**Numéro** : {dossier.numero_interne or dossier.idacte}")
+            lines.append(f"**Numéro** : {md_text(dossier.numero_interne or dossier.idacte)}")
         for i, done in sorted(progress.get("decisions", {}).items()):
-            lines.append(f"Étape {i} : {done['label']} par {done['actor']} le {done['at']}")
-        lines.append(f"\nÉtape {step}/{n} ({what.lower()}) : {who}. En cas de rejet, indiquez le motif.")
+            lines.append(f"Étape {md_text(i)} : {md_text(done['label'])} par {md_text(done['actor'])} "
+                         f"le {md_text(done['at'])}")
+        lines.append(f"\nÉtape {step}/{n} ({what.lower()}) : {md_text(who)}. En cas de rejet, indiquez le motif.")
         message = f"Étape {step}/{n} du parapheur ({what.lower()}) : en attente de {who}."
         details = {"users": users, "step": step, "steps": n, "kind": current.kind}
         if dossier.state == "valide":
@@ -332,11 +380,17 @@ def _signature_step(coll: Collectivite, dossier: Dossier):
 
 
 def sign(settings: Settings, dossier_id: str) -> StepOutcome:
-    """Sign with the certificate of the circuit's signing official, once every human step approved.
+    """Sign once every human step approved: on the official's token, by the server seal, or (legacy) here.
 
     PES: an enveloped XAdES per bordereau. Acte, as the collectivité configures it
     (`acte_signature`): a PAdES signature inside the PDF, or a detached XAdES sent as the 99_SE
-    signature file, or none.
+    signature file, or none. Who signs (flows.pipeline.signing, docs/signature.md):
+    - a SIGNATURE step of an official who signs on their token: the document the official signed
+      through demat-signer (already assembled, verified and attached); without it, nothing is
+      signed here and the dossier waits;
+    - an AUTO step, or a collectivité with `cachet_serveur: true`: the server seal, in the HSM;
+    - an official whose configuration still names a PKCS#12 (`signature: pkcs12`, or `auto` with the
+      file present in the certificate store): the legacy server-side signature with it.
     """
     store = ArtefactStore(settings.store_root)
     with session_scope(settings.database_url) as session:
@@ -353,40 +407,18 @@ def sign(settings: Settings, dossier_id: str) -> StepOutcome:
         signer_decision = next((d for d in decisions.values() if d["kind"] == "SIGNATURE"), None)
         actor = (signer_decision or {}).get("actor") or (decisions[str(len(circuit))]["actor"] if circuit else "demat")
         when = f"{datetime.now(UTC):%d/%m/%Y à %H:%M} UTC"
-        if step is not None and (dossier.flow == "helios" or coll.acte_signature != "aucune"):
-            official = coll.official(step.official)
-            p12 = settings.pki_dir / f"{official.certificate}.p12"
-            password = (settings.pki_dir / f"{official.certificate}.pass").read_bytes().strip()
-            if dossier.flow == "helios":
-                from flows.signature.xades import sign_pes
-
-                signed = sign_pes(store.get(dossier.sha256), p12, password, role=official.role, place=coll.name)
-                service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
-                               data=signed, media_type="application/xml")
-                how = "XAdES, un bordereau par signature"
-            elif coll.acte_signature == "pades":
-                from flows.signature.pades import sign_pdf
-
-                name, pdf = _acte_document(store, dossier, settings)
-                service.attach(session, store, dossier, kind="signed", name=f"signe-{name}",
-                               data=sign_pdf(pdf, p12, password, role=official.role, place=coll.name),
-                               media_type="application/pdf")
-                how = "PAdES, signature intégrée au PDF de l'acte"
-            else:
-                from flows.signature.detached import sign_detached
-
-                name, pdf = _acte_document(store, dossier, settings)
-                signature = sign_detached(pdf, p12, password, role=official.role, name=name, place=coll.name)
-                service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-signature.xml",
-                               data=signature, media_type="application/xml")
-                how = "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"
-            if step.kind == "AUTO":
-                message = (f"Signé électroniquement sans intervention (circuit automatique ; {how}) avec le "
-                           f"certificat de {official.name}, {official.role}, le {when}.")
-            else:
-                message = f"Signé électroniquement ({how}) par {official.name}, {official.role}, le {when}."
-            details = {"signer": official.name, "role": official.role, "official": official.id,
-                       "automatique": step.kind == "AUTO"}
+        full = coll.circuit(dossier.doc_type or ("pes" if dossier.flow == "helios" else "acte"))
+        signed_doc = dossier.flow == "helios" or coll.acte_signature != "aucune"
+        if step is not None and signed_doc:
+            done = _sign_document(settings, session, store, coll, dossier, step, circuit, when)
+            if isinstance(done, StepOutcome):
+                return done
+            message, details = done
+        elif signed_doc and any(s.kind == "AUTO" for s in full) and _seal(settings) is not None:
+            done = _seal_document(settings, session, store, coll, dossier)
+            if isinstance(done, StepOutcome):
+                return done
+            message, details = done
         elif not circuit:
             message = "Circuit sans étape humaine : transmis sans signature électronique."
             details = {"approver": "demat"}
@@ -395,6 +427,127 @@ def sign(settings: Settings, dossier_id: str) -> StepOutcome:
             details = {"approver": actor}
         service.transition(session, dossier, "signe", actor=actor, message=message, details=details)
         return StepOutcome(dossier.id, "signe", True)
+
+
+def _seal(settings: Settings):
+    from flows.pipeline.signing import seal_config
+
+    return seal_config(settings)
+
+
+def _sign_document(settings: Settings, session, store: ArtefactStore, coll: Collectivite, dossier: Dossier, step,
+                   circuit: list, when: str):
+    """(journal message, details) of the signature of this dossier's document, or a StepOutcome that waits."""
+    from flows.pipeline.signing import legacy_pkcs12, token_signed
+
+    official = coll.official(step.official)
+    if step.kind == "AUTO" or coll.cachet_serveur:
+        p12 = legacy_pkcs12(settings, official) if step.kind == "AUTO" else None
+        if p12 is None:
+            return _seal_document(settings, session, store, coll, dossier, approver=official if step.kind != "AUTO" else None)
+        return _sign_pkcs12(settings, session, store, coll, dossier, step, official, p12, when)
+    p12 = legacy_pkcs12(settings, official)
+    if p12 is not None:
+        return _sign_pkcs12(settings, session, store, coll, dossier, step, official, p12, when)
+    number = next(i for i, s in enumerate(circuit, 1) if s.kind == "SIGNATURE")
+    done = token_signed(dossier, number)
+    kind = "signed" if dossier.flow == "helios" or coll.acte_signature == "pades" else "signature"
+    art = service.artefact(dossier, kind)
+    if done is None or art is None or art.sha256 != done["sha256"]:
+        service.wait(session, dossier, f"En attente de la signature sur le support de {official.name} "
+                                       f"({official.role}) : l'approbation seule ne suffit pas, l'élu signe avec "
+                                       "demat-signer.")
+        return StepOutcome(dossier.id, dossier.state, False, "signature sur support attendue")
+    how = {"pes": "XAdES, un bordereau par signature", "pdf": "PAdES, signature intégrée au PDF de l'acte",
+           "xades": "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"}[done["kind"]]
+    message = (f"Signé électroniquement sur le support de {official.name}, {official.role} ({how} ; certificat "
+               f"« {done['subject']} », lot {done['lot']}), le {when}.")
+    details = {"signer": official.name, "role": official.role, "official": official.id, "automatique": False,
+               "support": True, "certificate_sha256": done["certificate_sha256"], "lot": done["lot"],
+               "signed_sha256": done["sha256"]}
+    return message, details
+
+
+def _sign_pkcs12(settings: Settings, session, store: ArtefactStore, coll: Collectivite, dossier: Dossier, step,
+                 official, p12: Path, when: str):
+    """Legacy fallback: the official's PKCS#12 on the server (configurations that still name one)."""
+    password = p12.with_suffix(".pass").read_bytes().strip()
+    if dossier.flow == "helios":
+        from flows.signature.xades import sign_pes
+
+        signed = sign_pes(store.get(dossier.sha256), p12, password, role=official.role, place=coll.name)
+        service.attach(session, store, dossier, kind="signed", name=f"signe-{dossier.original_name}",
+                       data=signed, media_type="application/xml")
+        how = "XAdES, un bordereau par signature"
+    elif coll.acte_signature == "pades":
+        from flows.signature.pades import sign_pdf
+
+        name, pdf = _acte_document(store, dossier, settings)
+        service.attach(session, store, dossier, kind="signed", name=f"signe-{name}",
+                       data=sign_pdf(pdf, p12, password, role=official.role, place=coll.name),
+                       media_type="application/pdf")
+        how = "PAdES, signature intégrée au PDF de l'acte"
+    else:
+        from flows.signature.detached import sign_detached
+
+        name, pdf = _acte_document(store, dossier, settings)
+        signature = sign_detached(pdf, p12, password, role=official.role, name=name, place=coll.name)
+        service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-signature.xml",
+                       data=signature, media_type="application/xml")
+        how = "XAdES détachée de l'acte, transmise comme fichier de signature 99_SE"
+    if step.kind == "AUTO":
+        message = (f"Signé électroniquement sans intervention (circuit automatique ; {how}) avec le "
+                   f"certificat de {official.name}, {official.role}, le {when}.")
+    else:
+        message = f"Signé électroniquement ({how}) par {official.name}, {official.role}, le {when}."
+    details = {"signer": official.name, "role": official.role, "official": official.id,
+               "automatique": step.kind == "AUTO", "pkcs12": True}
+    return message, details
+
+
+def _seal_document(settings: Settings, session, store: ArtefactStore, coll: Collectivite, dossier: Dossier,
+                   approver=None):
+    """The server seal (HSM over PKCS#11) signs; its use is journaled. A wrong HSM PIN is never retried."""
+    from flows.signature import seal as seal_mod
+    from flows.signature.token import PinLocked, WrongPin
+
+    config = _seal(settings)
+    if config is None:
+        service.wait(session, dossier, "Signature automatique impossible : aucun cachet serveur (HSM) n'est configuré. "
+                                       "Configurez DEMAT_HSM_TOKEN et son code PIN, ou un élu signataire.")
+        return StepOutcome(dossier.id, dossier.state, False, "cachet serveur non configuré")
+    place = coll.name
+    try:
+        if dossier.flow == "helios":
+            signed, use = seal_mod.seal_pes(store.get(dossier.sha256), config.token, config.pin, place=place,
+                                            policy=settings.config.signature.politique_pes)
+            service.attach(session, store, dossier, kind="signed", name=f"cachet-{dossier.original_name}",
+                           data=signed, media_type="application/xml")
+        elif coll.acte_signature == "pades":
+            name, pdf = _acte_document(store, dossier, settings)
+            signed, use = seal_mod.seal_pdf(pdf, config.token, config.pin, place=place, name=name)
+            service.attach(session, store, dossier, kind="signed", name=f"cachet-{name}", data=signed,
+                           media_type="application/pdf")
+        else:
+            from flows.signature.detached import assemble_detached, prepare_detached
+
+            name, pdf = _acte_document(store, dossier, settings)
+            cert = seal_mod.seal_certificate(config.token)
+            prepared = prepare_detached(pdf, cert, role=seal_mod.SEAL_ROLE, name=name, place=place)
+            signed = assemble_detached(prepared, seal_mod._sign_all(config.token, config.pin, prepared)["xades"])
+            use = seal_mod._use("pdf", pdf, signed, 1, cert, config.token)
+            service.attach(session, store, dossier, kind="signature", name=f"{Path(name).stem}-cachet.xml",
+                           data=signed, media_type="application/xml")
+    except (WrongPin, PinLocked) as exc:  # never try the HSM's PIN again by a retry
+        service.wait(session, dossier, f"Cachet serveur inutilisable : {exc} Corrigez le code PIN du HSM puis "
+                                       "relancez la signature.")
+        return StepOutcome(dossier.id, dossier.state, False, "code PIN du cachet serveur refusé")
+    by = f" après l'approbation de {approver.name}, {approver.role}" if approver is not None else ""
+    message = f"Signé par le cachet serveur{by} : {use.summary_fr()}"
+    details = {"cachet": use.to_dict(), "automatique": approver is None}
+    if approver is not None:
+        details |= {"official": approver.id, "approuve_par": approver.name}
+    return message, details
 
 
 def _acte_document(store: ArtefactStore, dossier: Dossier, settings: Settings) -> tuple[str, bytes]:
