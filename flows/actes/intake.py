@@ -71,7 +71,9 @@ def read_submission(zip_path: str | Path | bytes, *, max_total_bytes: int = DEFA
                               "déposez un ZIP ordinaire, non chiffré, contenant uniquement les fichiers de l'acte",
                               exc.member) from exc
     except OSError as exc:
-        raise SubmissionError("ARCHIVE-ILLISIBLE", f"fichier illisible : {exc}") from exc
+        from flows.helios.xsdtext import error_fr
+
+        raise SubmissionError("ARCHIVE-ILLISIBLE", f"fichier illisible : {error_fr(exc)}") from exc
     if not members:
         raise SubmissionError("ACTES-ZIP-VIDE", "l'archive ZIP ne contient aucun fichier",
                               "ajoutez l'acte (PDF) et ses métadonnées (acte.xml ou acte.json)")

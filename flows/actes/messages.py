@@ -31,6 +31,7 @@ from flows.actes.model import (
 )
 from flows.actes.safearchive import DEFAULT_MAX_TOTAL, read_tar
 from flows.actes.transmission import make_tar_gz, paris_today
+from flows.helios.xsdtext import error_fr
 
 
 class MessageError(ValueError):
@@ -116,7 +117,7 @@ def parse_message(data: bytes, name: str = "") -> ActesMessage:
     except xmlsafe.UnsafeXML as exc:
         raise MessageError(str(exc)) from exc
     except etree.XMLSyntaxError as exc:
-        raise MessageError(f"XML illisible : {exc}") from exc
+        raise MessageError(f"XML illisible : {error_fr(exc)}") from exc
     qn = etree.QName(root)
     if qn.namespace != NS_ACTES:
         raise MessageError(f"ce document n'est pas un message @ctes (élément racine « {qn.localname} », "
@@ -149,6 +150,13 @@ def parse_message(data: bytes, name: str = "") -> ActesMessage:
         if kind == "AnomalieEnveloppe":
             msg.date = _date(X.text(root, "Date"))
             _read_cl_envelope(X.child(root, "EnveloppeRecue"), msg)
+            if msg.nature not in ANOMALIE_ENVELOPPE_LABELS:
+                # the ministère sends codes the official schema does not list: keep the answer, say so
+                msg.extra.setdefault("avertissements", []).append(
+                    f"nature d'anomalie « {msg.nature or '(vide)'} » absente de la liste du schéma officiel @ctes"
+                    f" ({', '.join(ANOMALIE_ENVELOPPE_LABELS)}) : le refus est pris en compte tel quel,"
+                    " son motif exact est à lire dans le détail ou à demander à la préfecture"
+                )
     if "DateCourrierPref" in {etree.QName(a).localname for a in root.attrib}:
         msg.date_courrier_pref = _date(X.attr(root, "DateCourrierPref"))
         msg.date = msg.date_courrier_pref
@@ -370,9 +378,39 @@ def read_archive(data: bytes, name: str = "", *, max_total_bytes: int = DEFAULT_
         for d in msg.documents:
             if d not in doc_bases:
                 archive.problems.append(f"le document « {d} » cité par « {msg.name} » est absent de l'archive")
-    for d in doc_bases - referenced:
-        archive.problems.append(f"le fichier « {d} » n'est cité par aucun message")
+    for d in sorted(doc_bases - referenced):
+        # the State's archive may carry a logo, an HTML body...: it comes from the ministère, so it
+        # is kept (archive.documents) and read, and the agent is told
+        member = next(m for m in archive.documents if m.rsplit("/", 1)[-1] == d)
+        content = archive.documents[member]
+        archive.notes.append(
+            f"le fichier « {d} » ({describe_document(content)}, {len(content)} octets) n'est cité par aucun message :"
+            " conservé avec la réponse de la préfecture"
+        )
     return archive
+
+
+def describe_document(content: bytes) -> str:
+    """What a document is, from its first bytes (French): for notes about files no message cites."""
+    head = content[:512].lstrip()
+    low = head.lower()
+    if head.startswith(b"%PDF-"):
+        return "document PDF"
+    if head.startswith(b"\x89PNG"):
+        return "image PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image JPEG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image GIF"
+    if low.startswith(b"<!doctype html") or b"<html" in low:
+        return "page HTML"
+    if head.startswith(b"<?xml") or head.startswith(b"<"):
+        return "document XML"
+    try:
+        content[:4096].decode("utf-8")
+        return "texte"
+    except UnicodeDecodeError:
+        return "fichier binaire"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -199,6 +199,7 @@ class ActesArchive:
     documents: dict[str, bytes] = field(default_factory=dict)  # non-message files
     members: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # French, non-fatal (file announced but absent...)
+    notes: list[str] = field(default_factory=list)  # French warnings: kept and read, but worth saying
 
     def message(self, name: str) -> ActesMessage | None:
         return next((m for m in self.messages if m.name == name), None)

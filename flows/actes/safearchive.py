@@ -14,6 +14,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from flows.helios.xsdtext import error_fr
+
 MIB = 1024 * 1024
 DEFAULT_MAX_TOTAL = 150 * MIB
 DEFAULT_MAX_MEMBERS = 500
@@ -61,7 +63,7 @@ def read_zip(source: str | Path | bytes, *, max_total_bytes: int = DEFAULT_MAX_T
         try:
             zf = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"le fichier n'est pas une archive ZIP lisible ({exc})") from exc
+            raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"le fichier n'est pas une archive ZIP lisible : {error_fr(exc)}") from exc
         with zf:
             infos = zf.infolist()
             if len(infos) > max_members:
@@ -117,7 +119,7 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> b
                     break
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, NotImplementedError) as exc:
         raise UnsafeArchive("ARCHIVE-CORROMPUE",
-                            f"contenu corrompu ou taille déclarée fausse pour « {name} » ({exc})", name) from exc
+                            f"contenu corrompu ou taille déclarée fausse pour « {name} » : {error_fr(exc)}", name) from exc
     if len(buf) != info.file_size:
         raise UnsafeArchive("ARCHIVE-TAILLE-FAUSSE",
                             f"« {name} » : taille déclarée {info.file_size} octets, lue {len(buf)}", name)
@@ -155,7 +157,7 @@ def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
             if bytes(view[pos:pos + 2]) != b"\x1f\x8b":
                 break  # trailing bytes after the last member: ignored, as gzip does
     except zlib.error as exc:
-        raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"flux gzip corrompu ({exc})") from exc
+        raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"flux gzip corrompu : {error_fr(exc)}") from exc
     return bytes(out)
 
 
@@ -204,5 +206,5 @@ def read_tar(data: bytes, *, max_total_bytes: int = DEFAULT_MAX_TOTAL, max_membe
     except UnsafeArchive:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"archive tar illisible ou tronquée ({exc})") from exc
+        raise UnsafeArchive("ARCHIVE-ILLISIBLE", f"archive tar illisible ou tronquée : {error_fr(exc)}") from exc
     return out

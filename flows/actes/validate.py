@@ -9,9 +9,6 @@ import logging
 from datetime import date
 from pathlib import Path
 
-from lxml import etree
-
-from flows import xmlsafe
 from flows.actes import naming
 from flows.actes import xmlutil as X
 from flows.actes.classification import Classification, national_default, typologie_ok
@@ -20,6 +17,7 @@ from flows.actes.model import MATIERE_RE, NATURES, NUMERO_RE, OBJET_MAX, ActeSub
 from flows.actes.safearchive import DEFAULT_MAX_TOTAL
 from flows.actes.transmission import build_acte_xml, paris_today
 from flows.findings import Finding, Report
+from flows.helios.xsdtext import error_fr
 
 KIND = "acte_zip"
 
@@ -35,7 +33,7 @@ def validate_acte_zip(path: str | Path, collectivite=None, *, today: date | None
     try:
         size = path.stat().st_size
     except OSError as exc:
-        report.add(Finding("ACTES-FICHIER", f"fichier illisible : {exc}", layer="lecture", value=str(path)))
+        report.add(Finding("ACTES-FICHIER", f"fichier illisible : {error_fr(exc)}", layer="lecture", value=str(path)))
         return report
     if size > max_total_bytes:
         report.add(Finding("ACTES-TAILLE", f"l'archive pèse {size} octets, au-delà du maximum de {max_total_bytes}",
@@ -57,7 +55,7 @@ def validate_acte_zip(path: str | Path, collectivite=None, *, today: date | None
     }
     check_metadata(sub, report, today=today, known_numeros=known_numeros, classification=cls,
                    classification_given=classification is not None)
-    check_files(sub, report, max_total_bytes=max_total_bytes)
+    check_files(sub, report, max_total_bytes=max_total_bytes, collectivite=collectivite)
     check_schema(sub, report, collectivite, cls)
     return report
 
@@ -150,7 +148,7 @@ def check_metadata(sub: ActeSubmission, report: Report, *, today: date, known_nu
            f"{where} / typologies", severity="warning")
 
 
-def check_files(sub: ActeSubmission, report: Report, *, max_total_bytes: int) -> None:
+def check_files(sub: ActeSubmission, report: Report, *, max_total_bytes: int, collectivite=None) -> None:
     md = sub.metadata
     total = 0
     seen: dict[str, str] = {}
@@ -169,11 +167,14 @@ def check_files(sub: ActeSubmission, report: Report, *, max_total_bytes: int) ->
                 _f(report, "ACTES-FORMAT", "un fichier XML n'est accepté que pour les documents budgétaires (BF)",
                    "joignez le document en PDF", place, doc.name, layer="lecture")
             else:
-                try:
-                    xmlsafe.parse_bytes(doc.data)
-                except (xmlsafe.UnsafeXML, etree.XMLSyntaxError) as exc:
-                    _f(report, "ACTES-XML-ILLISIBLE", f"le document budgétaire XML est illisible : {exc}",
-                       "exportez de nouveau le budget depuis le logiciel financier", place, layer="lecture")
+                # a budget XML (TotEM DocumentBudgetaire): schema, SIRET, exercise, scellement
+                from flows.actes.budget import summary as budget_summary
+                from flows.actes.budget import validate_budget
+
+                report.extend(validate_budget(doc.data, name=doc.name,
+                                              siren=getattr(collectivite, "siren", None) or None,
+                                              decision_date=md.date_decision))
+                report.summary.setdefault("budgets", []).append({"fichier": doc.name, **budget_summary(doc.data)})
             continue
         if ext != "pdf":
             _f(report, "ACTES-FORMAT", f"format « .{ext or '?'} » non accepté : PDF attendu"
@@ -254,13 +255,17 @@ def validate_actes_file(path: str | Path) -> Report:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UnreadableFile(f"{path} : {exc}") from exc
+        raise UnreadableFile(f"{path} : {error_fr(exc)}") from exc
     if not data:
         raise UnreadableFile(f"{path} : fichier vide")
     is_archive = data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar"
     report = Report(file=str(path), kind="actes_archive" if is_archive else "actes_message")
 
     def message_findings(msg) -> None:
+        for note in msg.extra.get("avertissements", []):
+            _f(report, "ACTES-NATURE-INCONNUE", f"{msg.name or path.name} : {note}",
+               "rien à corriger côté collectivité ; signaler le code à l'administrateur de demat pour qu'il soit décrit",
+               f"message « {msg.name or path.name} »", msg.nature, layer="metier", severity="warning")
         for err in msg.schema_errors:
             _f(report, "XSD", f"message non conforme au schéma @ctes : {err}",
                "le message doit être régénéré par l'émetteur", f"message « {msg.name or path.name} »", layer="xsd")
@@ -279,6 +284,10 @@ def validate_actes_file(path: str | Path) -> Report:
         for problem in archive.problems:
             _f(report, "ACTES-ARCHIVE", problem, "l'archive doit contenir exactement les fichiers annoncés",
                "archive", layer="lecture")
+        for note in archive.notes:
+            _f(report, "ACTES-ARCHIVE-FICHIER-NON-CITE", f"{path.name} : {note}",
+               "rien à faire : le fichier est gardé au dossier ; ouvrez-le si la préfecture y a mis un message",
+               "archive", layer="lecture", severity="warning")
         if archive.envelope is not None:
             message_findings(archive.envelope)
         for msg in archive.messages:

@@ -15,13 +15,18 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from lxml import etree
 
 from flows import xmlsafe
-from flows.findings import Finding, UnreadableFile
+from flows.findings import Finding, Report, UnreadableFile
 from flows.helios import NS_ACQUIT, NS_RETOUR
 from flows.helios.reader import pes_v
+from flows.helios.xsdtext import error_fr, syntax_fr, xsd_parts
+
+ACQUIT_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "pes" / "PES_Acquit.xsd"
 
 DOMAINES_ACK = {
     "0": "technique",
@@ -195,7 +200,7 @@ def _read_root(data: bytes, expected: str, what: str) -> etree._Element:
     try:
         root = xmlsafe.parse_bytes(data)
     except (etree.XMLSyntaxError, xmlsafe.UnsafeXML) as exc:
-        raise UnreadableFile(f"{what} illisible : {exc}") from exc
+        raise UnreadableFile(f"{what} illisible : {error_fr(exc) if isinstance(exc, etree.XMLSyntaxError) else exc}") from exc
     if etree.QName(root).localname != expected:
         raise UnreadableFile(f"Ce document n'est pas un {expected} (racine {root.tag}).")
     return root
@@ -244,6 +249,72 @@ def parse_acquit(data: bytes) -> Acquit:
     )
     a.summary_fr = summarize_acquit(a)
     return a
+
+
+@lru_cache(maxsize=1)
+def acquit_schema() -> etree.XMLSchema:
+    """The project's PES_ACQUIT XSD (same verdicts as the official acquit schema, proven by tests)."""
+    return xmlsafe.schema_from_file(ACQUIT_SCHEMA_PATH)
+
+
+def validate_acquit(path: str | Path, *, max_bytes: int = 64 * 1024 * 1024) -> Report:
+    """Check a PES_ACQUIT against the acquit schema, then read it (kind "pes_acquit").
+
+    A schema fault is an error (the file does not come from Hélios as Hélios writes it: do not
+    trust its verdict); an acquit that refuses the PES is a warning naming what Hélios refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"Fichier introuvable : {path}")
+    data = path.read_bytes()
+    if not data:
+        raise UnreadableFile(f"Le fichier est vide : {path}")
+    report = Report(file=str(path), kind="pes_acquit")
+    try:
+        root = xmlsafe.parse_bytes(data, max_bytes=max_bytes)
+    except xmlsafe.UnsafeXML as exc:
+        raise UnreadableFile(f"{path.name} : {exc}") from None
+    except etree.XMLSyntaxError as exc:
+        raise UnreadableFile(f"{path.name} : l'acquit n'est pas un XML bien formé : {syntax_fr(exc.msg or str(exc))}") from None
+    if etree.QName(root).localname != "PES_ACQUIT":
+        raise UnreadableFile(f"{path.name} : ce document n'est pas un PES_ACQUIT (racine {root.tag}).")
+    schema = acquit_schema()
+    if not schema.validate(root):
+        errors = list(schema.error_log)
+        for err in errors[:50]:
+            name, value, text = xsd_parts(err.message)
+            report.add(
+                Finding(
+                    "ACQUIT-XSD",
+                    f"{path.name} : l'acquit ne respecte pas le schéma PES_ACQUIT de la DGFiP : {text}.",
+                    "Cet acquit ne vient pas d'Hélios tel quel (fichier modifié ou produit par un autre outil) :"
+                    " ne vous fiez pas à son verdict, redemandez l'acquit au comptable ou à la plateforme de télétransmission.",
+                    place=name,
+                    value=value,
+                    layer="xsd",
+                    line=err.line or None,
+                )
+            )
+        if len(errors) > 50:
+            report.add(Finding("ACQUIT-XSD", f"{len(errors) - 50} autre(s) écart(s) au schéma non détaillé(s).",
+                               "Corriger les erreurs ci-dessus.", layer="xsd"))
+    a = parse_acquit(data)
+    report.summary.update({"nomfic": a.nomfic, "accepte": a.accepted, "elements": len(a.elements),
+                           "idcoll": a.idcoll, "resume": a.summary_fr,
+                           "schema": "conforme" if not report.errors else "non conforme"})
+    if not a.accepted:
+        report.add(
+            Finding(
+                "ACQUIT-REFUS",
+                f"{path.name} : Hélios a refusé le fichier {a.nomfic or '(NomFic absent)'} : "
+                + "; ".join(f"{e.domaine_fr} {e.what()}" + (f" ({', '.join(_fmt_error(x) for x in e.erreurs)})" if e.erreurs else "")
+                            for e in a.refusals)[:800],
+                "Corriger le PES selon les motifs donnés puis le renvoyer sous un nouveau NomFic.",
+                severity="warning",
+                layer="metier",
+            )
+        )
+    return report
 
 
 def parse_retour(data: bytes) -> dict:

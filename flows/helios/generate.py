@@ -569,3 +569,83 @@ def generate_pes_file(
             fh.write(data)
             size += len(data)
     return size
+
+
+# ----------------------------------------------------------------------------- PES_Marche / PES_Facture
+# Written as editors write them (DGFiP PES V2 v5.30 structure), valid against the official schema;
+# used by the tests that prove the project XSD controls these blocks (issue 15).
+
+
+def marche_block(*, siret: str, idcontrat: str = "2025MAR0001", montant: str = "125000.00",
+                 nature: str = "01", procedure: str = "01", cpv: str = "45233140-2") -> str:
+    """A PES_Marche with one marché (the blocks a notification carries)."""
+    return (
+        " <PES_Marche>\n"
+        f"  <EnTeteMarche>{_e('IdVer', 1)}</EnTeteMarche>\n"
+        "  <Marches>\n   <Marche>\n"
+        "    <IdentifiantMarche>"
+        f"{_e('IdContrat', idcontrat)}{_e('NumeroOrdreModification', '00')}{_e('SequenceEnvoi', 1)}"
+        f"{_e('CaractereCorrectifEnregistrement', 'false')}</IdentifiantMarche>\n"
+        f"    {_e('URLProfilAcheteur', 'https://marches.example.fr/profil')}\n"
+        f"    <Acheteurs><Acheteur>{_e('IdAcheteur', siret)}{_e('NomAcheteur', 'COMMUNE DE DEMAT')}</Acheteur></Acheteurs>\n"
+        f"    {_e('NatureMarche', nature)}\n"
+        f"    {_e('Objet', 'Travaux de voirie rue des Ecoles')}\n"
+        f"    {_e('CodeCPV', cpv)}\n"
+        f"    {_e('ProcedureMarche', procedure)}\n"
+        f"    <LieuExecution>{_e('CodeLieuExecution', '40293')}{_e('TypeCode', '01')}"
+        f"{_e('NomLieuExecution', 'Saint-Sever')}</LieuExecution>\n"
+        f"    {_e('DureeEnMois', 6)}\n"
+        f"    {_e('MontantHTNotifie', montant)}\n"
+        f"    {_e('CaractereEstimatifMontantNotifie', 'false')}\n"
+        f"    {_e('Reconductibilite', '01')}\n"
+        f"    {_e('Penalite', 'true')}\n"
+        f"    {_e('DateNotification', '2025-03-01')}\n"
+        f"    <ConditionsExecution>{_e('ModaliteExecution', '01')}{_e('MultiBudget', 'false')}</ConditionsExecution>\n"
+        "   </Marche>\n  </Marches>\n"
+        " </PES_Marche>\n"
+    )
+
+
+def facture_block(*, annee: int = 2025, numero: str = "F2025-0001", montant: str = "100.00") -> str:
+    """A PES_Facture (ASAP) with one individual invoice."""
+    tiers = (f"<InfoTiers>{_e('CatTiers', '01')}{_e('NatJur', '01')}{_e('TypTiers', '01')}"
+             f"{_e('Nom', 'DUPONT')}{_e('Prenom', 'JEAN')}</InfoTiers>")
+    return (
+        " <PES_Facture>\n"
+        f"  {_e('IdVer', 1)}\n  {_e('Annee', annee)}\n  {_e('Date', f'{annee}-03-15')}\n"
+        f"  <Emetteur><InfoTiers>{_e('CatTiers', '50')}{_e('NatJur', '03')}{_e('TypTiers', '01')}"
+        f"{_e('Nom', 'COMMUNE DE DEMAT')}</InfoTiers></Emetteur>\n"
+        "  <FactureIndiv>\n"
+        f"   {_e('DateEmission', f'{annee}-03-15')}\n   {_e('NumeroFacture', numero)}\n"
+        f"   <Debiteur>{tiers}</Debiteur>\n"
+        f"   {_e('Objet', 'Cantine scolaire mars')}\n"
+        f"   <LigneFacture>{_e('Date', f'{annee}-03-10')}{_e('Libelle', 'Repas')}{_e('MtBase', montant)}"
+        f"{_e('MtHT', montant)}{_e('TauxTVA', '0.00')}{_e('MtTVA', '0.00')}{_e('MtTTC', montant)}"
+        f"{_e('Ordre', 1)}</LigneFacture>\n"
+        f"   <TotalAPayer>{_e('MtTotalHT', montant)}{_e('MtTotalTVA', '0.00')}{_e('MtTotalTTC', montant)}</TotalAPayer>\n"
+        f"   {_e('ModalitesReglement', 'Paiement a reception au Tresor public')}\n"
+        f"   {_e('ConditionsGen', 'Conditions generales de la collectivite')}\n"
+        "  </FactureIndiv>\n"
+        "  <Nomenclatures/>\n"
+        " </PES_Facture>\n"
+    )
+
+
+def with_blocks(pes: bytes, *, marche: str | None = None, facture: str | None = None,
+                keep_domains: bool = True) -> bytes:
+    """Insert PES_Facture / PES_Marche blocks into a generated PES (where the schema puts them:
+    after the dépense/recette domains, before PES_PJ); keep_domains=False leaves only them."""
+    text = pes.decode("iso-8859-1")
+    if not keep_domains:
+        for dom in ("PES_DepenseAller", "PES_RecetteAller"):
+            start = text.find(f"<{dom}>")
+            if start >= 0:
+                end = text.index(f"</{dom}>", start) + len(f"</{dom}>")
+                text = text[:start] + text[end:]
+    extra = (facture or "") + (marche or "")
+    anchor = text.find("<PES_PJ>")
+    if anchor < 0:
+        anchor = text.index("</n:PES_Aller>")
+    else:
+        anchor = text.rfind("\n", 0, anchor) + 1
+    return (text[:anchor] + extra + text[anchor:]).encode("iso-8859-1")

@@ -21,6 +21,8 @@ from flows.helios.reader import (
 )
 from flows.helios.validate import PesCollector
 
+DOMAIN_LABELS = {"depense": "dépense", "recette": "recette", "marche": "marché (PES_Marche)",
+                 "facture": "facture (PES_Facture)"}
 MAX_LISTED_BORDEREAUX = 200  # the detail list stops there; totals always cover the whole file
 
 
@@ -131,7 +133,7 @@ def format_inspection(info: dict) -> str:
         f"NomFic : {info['nomfic'] or '(absent)'} — type {info['typfic'] or '?'} — émis le {info['date'] or '?'}",
         f"Collectivité : SIRET {col['idcoll'] or '?'}, code collectivité {col['codcol'] or '?'}, poste comptable {col['idpost'] or '?'}",
         f"Budget : {info['budget']['codbud'] or '?'}" + (f" ({info['budget']['libelle']})" if info["budget"]["libelle"] else ""),
-        f"Domaines : {', '.join('dépense' if d == 'depense' else 'recette' for d in info['domaines']) or 'aucun'}",
+        f"Domaines : {', '.join(DOMAIN_LABELS.get(d, d) for d in info['domaines']) or 'aucun'}",
         f"Bordereaux : {info['bordereaux']} — pièces : {info['pieces']} — lignes : {info['lignes']}",
         f"Montant total des lignes : {_euros(info['montant_total'])} (déclaré par les bordereaux : {_euros(info['montant_bordereaux'])})",
         f"Tiers : {info['tiers']} occurrence(s), {info['tiers_distincts']} distinct(s)",

@@ -37,6 +37,8 @@ CONTAINER_TAGS = (
     "PES_DepenseAller",
     "PES_RecetteAller",
     "PES_PJ",
+    "PES_Marche",
+    "PES_Facture",
     DS_SIGNATURE,
 )
 
@@ -367,6 +369,12 @@ class PesStreamReader:
                 yield GlobalSignature(el.sourceline)
             if parent is None or parent.tag != "Bordereau":
                 el.clear(keep_tail=False)
+            return
+        if tag in ("PES_Marche", "PES_Facture"):
+            # content checked by the schema; the domain counts (a marché-only flux is not empty)
+            idver = pes_v(el, "EnTeteMarche/IdVer") if tag == "PES_Marche" else pes_v(el, "IdVer")
+            yield Domaine("marche" if tag == "PES_Marche" else "facture", idver, None, el.sourceline)
+            _drop(el)
             return
         if tag in ("PES_DepenseAller", "PES_RecetteAller", "PES_PJ"):
             _drop(el)

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lxml import etree
+from stdnum.fr import siren as stdnum_siren
 from stdnum.fr import siret as stdnum_siret
 
 from flows import xmlsafe
@@ -42,6 +43,7 @@ from flows.helios.reader import (
     PesStreamReader,
     Piece,
 )
+from flows.helios.xsdtext import error_fr, syntax_fr, xsd_parts
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "pes" / "PES_Aller.xsd"
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024  # hard cap of what we accept to read at all
@@ -59,6 +61,31 @@ def project_schema() -> etree.XMLSchema:
 def siret_ok(value: str) -> bool:
     """SIRET key (Luhn, with the La Poste exception handled by python-stdnum)."""
     return bool(value) and value.isdigit() and len(value) == 14 and stdnum_siret.is_valid(value)
+
+
+def siret_problem(value: str) -> tuple[str, str]:
+    """(what is wrong, how to fix it) for a SIRET that fails: length, SIREN key or SIRET key.
+
+    A SIRET is the SIREN (9 digits, its own Luhn key) followed by the NIC (5 digits); the whole
+    14 digits carry a second key. Naming the part that fails tells the agent where to look."""
+    value = value or ""
+    if not (value.isdigit() and len(value) == 14):
+        return (
+            f"il doit compter exactement 14 chiffres (lu : {len(value)} caractère(s)"
+            + ("" if value.isdigit() else ", dont des caractères qui ne sont pas des chiffres") + ")",
+            "Reprendre le SIRET exact de la collectivité (budget concerné) dans le répertoire SIRENE.",
+        )
+    if not stdnum_siren.is_valid(value[:9]):
+        return (
+            f"la partie SIREN (9 premiers chiffres : {value[:9]}) a une clé de contrôle fausse,"
+            " ce n'est donc pas un SIREN existant",
+            "Vérifier les 9 premiers chiffres (SIREN de la collectivité) dans le répertoire SIRENE :"
+            " l'erreur est dans le SIREN, pas dans le NIC.",
+        )
+    return (
+        f"le SIREN {value[:9]} est correct mais la clé du SIRET (14 chiffres, NIC {value[9:]}) est fausse",
+        "Vérifier les 5 derniers chiffres (NIC de l'établissement ou du budget) dans le répertoire SIRENE.",
+    )
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -173,15 +200,11 @@ class PesCollector:
         if h.idcoll is None:
             pass  # absent: reported by the schema
         elif not siret_ok(h.idcoll):
-            why = (
-                "il doit compter 14 chiffres"
-                if not (h.idcoll.isdigit() and len(h.idcoll) == 14)
-                else "sa clé de contrôle (Luhn) est fausse"
-            )
+            why, fix = siret_problem(h.idcoll)
             self._add(
                 "PES-IDCOLL-SIRET",
                 f"IdColl n'est pas un SIRET valide : {why}. Hélios rejettera le flux (ERREUR_SIRET).",
-                "Reprendre le SIRET exact de la collectivité (budget concerné) dans le répertoire SIRENE.",
+                fix,
                 "en-tête (EnTetePES / IdColl)",
                 h.idcoll,
                 line=h.line,
@@ -376,11 +399,13 @@ class PesCollector:
                     place,
                     idu,
                 )
-        if self.header is not None and self.bordereaux == 0 and self.pj_count == 0:
+        blocks = {"marche", "facture"} & set(self.domains)
+        if self.header is not None and self.bordereaux == 0 and self.pj_count == 0 and not blocks:
             self._add(
                 "PES-VIDE",
-                "Le fichier ne contient ni bordereau ni pièce justificative (ERREUR_FLUX_VIDE).",
-                "Ajouter au moins un bordereau (PES_DepenseAller ou PES_RecetteAller) ou une PJ.",
+                "Le fichier ne contient ni bordereau, ni marché, ni facture, ni pièce justificative (ERREUR_FLUX_VIDE).",
+                "Ajouter au moins un bordereau (PES_DepenseAller ou PES_RecetteAller), un bloc PES_Marche ou"
+                " PES_Facture, ou une PJ.",
                 "fichier",
             )
 
@@ -446,11 +471,11 @@ def _xsd_finding(message: str, line: int | None = None, place: str = "") -> Find
         msg = f"Valeur invalide pour « {name} » : « {value} » ne respecte pas le format du PES."
         fix = "Corriger la valeur : nombres avec un point décimal (2 décimales), dates AAAA-MM-JJ, codes de la liste autorisée, texte non vide, majuscules pour BIC/IBAN."
     else:
-        msg = f"Non conforme au schéma PES : {raw}"
+        msg = "Non conforme au schéma PES : " + xsd_parts(raw)[2].split(" (libxml2 : ")[0] + "."
         fix = "Corriger la structure du fichier selon le schéma PES_Aller."
     return Finding(
         rule="XSD",
-        message=f"{msg} [détail : {raw}]",
+        message=f"{msg} (détail libxml2 : {raw})",
         fix=fix,
         place=place,
         value=value,
@@ -609,6 +634,7 @@ def _wellformedness_error(path: Path) -> Finding | None:
             text = exc.msg or str(exc)
             line, column = exc.position if exc.position else (exc.lineno, 0)
     hint = ""
+    text = syntax_fr(text)
     if "huge" in text.lower():
         hint = " (nœud texte de plus de 10 Mo, sans doute une PJ trop volumineuse)"
     where = f"ligne {line}, colonne {column}" if line else ""
@@ -734,4 +760,92 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
     report.extend(collector.findings)
     report.summary.update(collector.summary())
     report.summary["schema"] = "conforme" if not schema_messages and malformed is None else "non conforme"
+    if malformed is None and (collector.signed_bordereaux or collector.global_signature):
+        report.extend(check_signatures(path))
     return report
+
+
+# Signature rules that validate_pes leaves to its own checks (PES-INFODEMAT names unsigned bordereaux).
+_SIG_RULES_SKIPPED = {"SIG-ABSENTE", "SIG-DOC-VIDE", "SIG-DOC-LECTURE"}
+SIGNED_MAX_BYTES = 64 * 1024 * 1024  # a signed file is parsed whole (about 10x in memory)
+
+
+def check_signatures(path: Path) -> list[Finding]:
+    """Integrity of every signature already present (a file signed by the collectivité's own
+    software goes to the DGFiP as it is): a bordereau changed after signing is refused here,
+    named, instead of by Hélios days later. Certificate trust is `demat verify`'s business;
+    a certificate outside its validity at signing time is refused (Hélios refuses it too)."""
+    size = path.stat().st_size
+    if size > SIGNED_MAX_BYTES:
+        return [
+            Finding(
+                "PES-SIGNATURE-NON-VERIFIEE",
+                f"{path.name} : fichier signé de {size // 1048576} Mo, au-delà de ce que la validation vérifie"
+                " en mémoire : l'intégrité des signatures n'a pas été contrôlée.",
+                "Vérifier les signatures avec « demat verify » avant l'envoi.",
+                severity="warning",
+                layer="signature",
+            )
+        ]
+    from flows.signature.verify import verify_pes
+
+    verified = verify_pes(path.read_bytes())
+    out: list[Finding] = []
+    for f in verified.all_findings:
+        if f.severity != "error" or f.rule in _SIG_RULES_SKIPPED:
+            continue
+        out.append(
+            Finding(
+                f.rule,
+                f"{path.name} : {f.message}",
+                f.fix or "Reprendre le fichier signé d'origine, ou faire signer à nouveau le bordereau.",
+                f.place,
+                f.value,
+                severity="error",
+                layer="signature",
+            )
+        )
+    return out
+
+
+def signing_problems(pes: bytes, *, name: str = "PES") -> list[Finding]:
+    """Why signing this PES would make it invalid, checked BEFORE signing (empty list: sign).
+
+    Signing a bordereau sets InfoDematerialisee to 1 (Hélios refuses a signed bordereau without
+    it), and InfoDematerialisee=1 makes MtCumulAnnuel mandatory and > 0: a file valid unsigned
+    but without MtCumulAnnuel would come out of the signature refused. demat refuses to sign it
+    and says why, rather than produce a signed file that validation then refuses."""
+    try:
+        root = xmlsafe.parse_bytes(pes)
+    except (etree.XMLSyntaxError, xmlsafe.UnsafeXML) as exc:
+        return [Finding("PES-SIGNATURE-IMPOSSIBLE", f"{name} : fichier illisible, signature impossible : {exc if isinstance(exc, xmlsafe.UnsafeXML) else error_fr(exc)}.",
+                        "Valider le fichier (demat validate) et le corriger avant de le signer.", layer="lecture")]
+    out: list[Finding] = []
+    for dom in ("PES_DepenseAller", "PES_RecetteAller"):
+        for index, b in enumerate(root.iterfind(f"{dom}/Bordereau"), start=1):
+            bloc = b.find("BlocBordereau")
+            idbord = pes_v_safe(bloc, "IdBord")
+            cumul = _dec(pes_v_safe(bloc, "MtCumulAnnuel"))
+            if cumul is None or cumul <= 0:
+                out.append(
+                    Finding(
+                        "PES-SIGNATURE-MTCUMUL",
+                        f"{name} : le bordereau {_label(idbord, index)} n'a pas de MtCumulAnnuel (> 0). La signature"
+                        " met InfoDematerialisee à 1, et Hélios exige alors MtCumulAnnuel : le fichier signé serait"
+                        " refusé. Signature refusée avant de signer.",
+                        "Renseigner MtCumulAnnuel (cumul annuel des bordereaux, > 0) dans BlocBordereau, revalider,"
+                        " puis signer.",
+                        f"bordereau {_label(idbord, index)}",
+                        pes_v_safe(bloc, "MtCumulAnnuel") or "(absent)",
+                        layer="metier",
+                        line=b.sourceline,
+                    )
+                )
+    return out
+
+
+def pes_v_safe(parent, path: str) -> str | None:
+    if parent is None:
+        return None
+    el = parent.find(path)
+    return None if el is None else el.get("V")

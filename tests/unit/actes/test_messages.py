@@ -239,7 +239,9 @@ def test_archive_problems_are_reported(collectivite):
     data = make_tar_gz([("EACT--SPREF0402-214002933-20250320-1.xml", env), ("orphelin.pdf", b"%PDF-1.4")], DAY)
     archive = read_archive(data)
     assert any("absent.xml" in p for p in archive.problems)
-    assert any("orphelin.pdf" in p for p in archive.problems)
+    # a file no message cites is kept and noted (issue 15), not a problem
+    assert not any("orphelin.pdf" in p for p in archive.problems)
+    assert any("orphelin.pdf" in n for n in archive.notes) and "orphelin.pdf" in archive.documents
     no_env = read_archive(make_tar_gz([("x-2-1_0.xml", M.build_courrier("2-1", IDACTE).xml)], DAY))
     assert any("aucune enveloppe" in p for p in no_env.problems)
     assert [m.kind for m in no_env.messages] == ["CourrierSimple"]

@@ -195,8 +195,10 @@ def test_sixteen_char_numero_also_fails_the_schema(tmp_path):
 
 
 def test_budget_xml(tmp_path):
+    from flows.actes.budget import generate_budget
+
     ok = zip_json(tmp_path, {"nature": "BF", "matiere": "7.1", "document": "budget.xml"},
-                  {"budget.xml": b"<DocumentBudgetaire/>"})
+                  {"budget.xml": generate_budget(siret="21400293300015", exer=TODAY.year, sealed=True)})
     assert validate_acte_zip(ok, today=TODAY).ok
     broken = zip_json(tmp_path, {"nature": "BF", "matiere": "7.1", "document": "budget.xml"},
                       {"budget.xml": b"<DocumentBudgetaire>"})

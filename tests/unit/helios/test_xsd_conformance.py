@@ -194,11 +194,12 @@ def test_generator_business_defects_pass_both_schemas(official_aller, defect):
 # ---- known, deliberate differences: blocks demat does not read are not controlled
 
 
-def test_known_difference_pes_facture_content_not_controlled(official_aller):
+def test_pes_facture_content_is_controlled_now(official_aller):
+    """Issue 15: PES_Facture is no longer a block without control (see test_foreign_files.py)."""
     base = make_pes().decode("iso-8859-1")
     data = base.replace(" <PES_PJ>", " <PES_Facture><Quelconque V=\"1\"/></PES_Facture>\n <PES_PJ>").encode("iso-8859-1")
     a, b, _, _ = verdicts(official_aller, data)
-    assert (a, b) == (False, True)
+    assert (a, b) == (False, False)
 
 
 def test_known_difference_signature_content_not_controlled(official_aller):
