@@ -92,6 +92,12 @@ def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list
     if dossier is None:
         return []
     service.attach(session, store, dossier, kind="acquit", name=name, data=data, media_type="application/xml")
+    deviations = _acquit_deviations(data)
+    if deviations:  # the State's answer is kept and applied, but an operator is told it is not as Hélios writes it
+        service.note(session, dossier, event="acquit_non_conforme", actor="demat",
+                     message=f"L'acquit « {name} » ne respecte pas le schéma PES_ACQUIT : " + " ; ".join(deviations[:3])
+                     + ". Son verdict est appliqué ; signalez-le à l'opérateur si le dossier semble mal acquitté.",
+                     details={"ecarts": deviations[:20]})
     if dossier.state == "transmis":
         if acquit.accepted:
             dossier.acknowledged_at = service.now()
@@ -101,6 +107,18 @@ def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list
             service.transition(session, dossier, "refuse_etat", actor="DGFiP", event="PES_ACQUIT",
                                message=f"PES_ACQUIT reçu : fichier refusé par la DGFiP. {acquit.summary_fr}".strip())
     return [dossier.id]
+
+
+def _acquit_deviations(data: bytes) -> list[str]:
+    """What in an acquit departs from the PES_ACQUIT schema (French), empty when it conforms."""
+    from flows import xmlsafe
+    from flows.helios.acquit import acquit_schema
+    from flows.helios.xsdtext import xsd_parts
+
+    schema = acquit_schema()
+    if schema.validate(xmlsafe.parse_bytes(data)):
+        return []
+    return [xsd_parts(e.message)[2] for e in schema.error_log]
 
 
 def _handle_retour(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:

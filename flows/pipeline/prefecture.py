@@ -66,6 +66,10 @@ def handle_prefecture_reply(session, store: ArtefactStore, name: str, data: byte
         touched.extend(i for i in ids if i not in touched)
     if failures and not applied:
         raise ValueError("aucun message de l'archive n'a pu être appliqué : " + " ; ".join(failures)[:500])
+    for dossier_id in touched if archive.notes else ():  # files no message cites: kept, and said
+        service.note(session, service.get(session, dossier_id), event="archive_prefecture_remarque",
+                     actor="demat", message=f"Archive « {name} » de la préfecture : " + " ; ".join(archive.notes[:5]),
+                     details={"remarques": archive.notes[:20]})
     return touched
 
 

@@ -68,3 +68,28 @@ def test_pes_retour_is_attached_to_the_dossier_of_its_bordereaux(demo_settings):
     with session_scope(settings.database_url) as s:
         assert collect._handle_dgfip(s, store, "PES_RETOUR_2.xml", _retour("20003061700019", named)) == []
         assert collect._handle_dgfip(s, store, "PES_RETOUR_3.xml", _retour(siret, [("1999", "99999")])) == []
+
+
+def test_acquit_out_of_schema_is_applied_and_said(demo_settings):
+    """An acquit that departs from the PES_ACQUIT schema is still the State's answer: applied, but the
+    dossier's journal says where it departs; a conforming acquit adds no such note."""
+    from flows.helios.acquit import build_acquit
+
+    settings = demo_settings
+    store = ArtefactStore(settings.store_root)
+    good, odd = _transmitted_pes(settings, "PES_ACQ_A", seed=3), _transmitted_pes(settings, "PES_ACQ_B", seed=4)
+    acquits = {}
+    for dossier_id in (good, odd):
+        with session_scope(settings.database_url) as s:
+            acquits[dossier_id] = build_acquit(store.get(service.get(s, dossier_id).sha256), [])
+    acquits[odd] = acquits[odd].replace(b"</n:PES_ACQUIT>", b"<Invente V=\"1\"/></n:PES_ACQUIT>")
+    assert b"<Invente" in acquits[odd]
+    for dossier_id, data in acquits.items():
+        with session_scope(settings.database_url) as s:
+            assert collect._handle_dgfip(s, store, f"ACQUIT_{dossier_id}.xml", data) == [dossier_id]
+    with session_scope(settings.database_url) as s:
+        for dossier_id in (good, odd):
+            assert service.get(s, dossier_id).state == "acquitte"
+        notes = [e for e in service.get(s, odd).journal if e.event == "acquit_non_conforme"]
+        assert len(notes) == 1 and "Invente" in notes[0].message and "schéma PES_ACQUIT" in notes[0].message
+        assert not [e for e in service.get(s, good).journal if e.event == "acquit_non_conforme"]

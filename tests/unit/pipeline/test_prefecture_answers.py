@@ -433,3 +433,15 @@ def test_simulator_sends_the_letter_asked_by_the_scenario_marker(tmp_path, objet
     kinds = [r.note for r in decision.replies]
     assert kinds == expected, decision.outcome
     assert all(r.delay == 5.0 for r in decision.replies[1:])
+
+
+def test_files_no_message_cites_are_said_in_the_dossier(settings):
+    """A préfecture archive with a logo beside its ARActe: applied, and the journal says what was extra."""
+    did = make_dossier(settings)
+    aracte = M.build_aracte(IDACTE, date(2026, 11, 21), date(2024, 1, 15))
+    aracte.documents["logo_prefecture.png"] = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+    assert receive(settings, aracte) == [did]
+    d, journal, _ = dossier(settings, did)
+    assert d.state == "acquitte"
+    notes = [e for e in journal if e.event == "archive_prefecture_remarque"]
+    assert len(notes) == 1 and "logo_prefecture.png" in notes[0].message
