@@ -38,10 +38,11 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_platform": ["--quick"],
     "bench_history": ["--quick", "--max-minutes", "25"],
     "bench_celery": ["--dossiers", "8"],
+    "bench_cli": ["--mb", "20", "--runs", "3"],
 }
 TIMEOUT_S = {"bench_platform": 3900, "bench_history": 3900, "bench_celery": 3900}  # full sizes; others 1800
 QUICK_TIMEOUT_S = {"bench_platform": 1380, "bench_history": 1560, "bench_celery": 1500}  # others 300
-ORDER = ["bench_pes_validate", "bench_tiers_gate", "bench_sign", "bench_seda_package", "bench_floor",
+ORDER = ["bench_pes_validate", "bench_tiers_gate", "bench_cli", "bench_sign", "bench_seda_package", "bench_floor",
          "bench_platform", "bench_history", "bench_celery"]  # the platform last: its figures are the ones most disturbed by a loaded machine
 
 

@@ -27,7 +27,7 @@ from lxml import etree
 
 from flows import xmlsafe
 from flows.archive.formats import hash_name, name_key
-from flows.archive.schemas import SchemaUnavailable, validate_manifest, version_of_namespace
+from flows.archive.schemas import SchemaUnavailable, syntax_french, validate_manifest, version_of_namespace
 from flows.findings import Finding, UnreadableFile
 
 CHUNK = 1024 * 1024
@@ -344,7 +344,7 @@ def _parse_manifest(manifest: bytes) -> tuple[etree._Element | None, list[Findin
     except xmlsafe.UnsafeXML as exc:
         return None, [_f("SEDA-MANIFESTE-ILLISIBLE", str(exc), "Retirez toute déclaration DOCTYPE.", layer="lecture")]
     except etree.XMLSyntaxError as exc:
-        return None, [_f("SEDA-MANIFESTE-ILLISIBLE", f"manifest.xml n'est pas un XML bien formé : {exc.msg}",
+        return None, [_f("SEDA-MANIFESTE-ILLISIBLE", f"manifest.xml n'est pas un XML bien formé : {syntax_french(exc.msg)}",
                          "Régénérez le bordereau.", layer="lecture")]
 
 
@@ -388,12 +388,16 @@ def _resolve_uri(uri: str, entries: dict[str, _Entry]) -> str | None:
 def check_package(
     data: bytes | str | Path,
     *,
-    known_agreements: set[str] | frozenset[str],
+    known_agreements: set[str] | frozenset[str] | None = None,
     version: str | None = None,
     reference_dir: str | Path | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> list[Finding]:
-    """Everything an archive system checks on reception. Empty list: the package is acceptable."""
+    """Everything an archive system checks on reception. Empty list: the package is acceptable.
+
+    `known_agreements` None (the `demat` command line, which knows no archive system): the agreement
+    is read but not judged, and a warning says so.
+    """
     try:
         arc = _open_archive(data, limits)
     except UnreadableFile as exc:
@@ -415,7 +419,8 @@ def check_package(
     try:
         findings += validate_manifest(root, version, reference_dir=reference_dir)
     except SchemaUnavailable as exc:
-        findings.append(_f("SEDA-SCHEMA-INDISPONIBLE", str(exc), "Installez les schémas officiels SEDA.", layer="xsd"))
+        findings.append(_f("SEDA-SCHEMA-INDISPONIBLE", str(exc), "Faute de l'installation, pas du paquet : réinstallez "
+                           "demat ou corrigez DEMAT_REFERENCE_DIR, puis relancez le contrôle.", layer="installation"))
     ns = {"s": etree.QName(root).namespace or ""}
     if etree.QName(root).localname != "ArchiveTransfer":
         findings.append(_f("SEDA-MESSAGE", f"Le bordereau est un « {etree.QName(root).localname} », pas un ArchiveTransfer.",
@@ -427,6 +432,10 @@ def check_package(
     if not agreement:
         findings.append(_f("SEDA-ACCORD-ABSENT", "Le bordereau ne cite aucun accord de versement (ArchivalAgreement).",
                            "Renseignez l'accord de versement convenu avec le service d'archives.", layer="metier"))
+    elif known_agreements is None:
+        findings.append(_f("SEDA-ACCORD-NON-VERIFIE", "Accord de versement lu mais non vérifié : seul le service "
+                           "d'archives connaît ses accords.", "Vérifiez que l'accord figure parmi ceux convenus avec "
+                           "le service d'archives.", value=agreement, layer="metier", severity="warning"))
     elif agreement not in known_agreements:
         findings.append(_f("SEDA-ACCORD-INCONNU", "Accord de versement inconnu du service d'archives.",
                            "Utilisez un accord de versement déclaré auprès du service d'archives (profil d'archivage "
@@ -518,11 +527,17 @@ def check_package(
 
 
 def reply_code_for(findings: list[Finding]) -> str:
-    """The ReplyCode the SAE simulator answers with: 000, 101 (bordereau), 200 (files), 300 (agreement)."""
+    """The ReplyCode the SAE simulator answers with: 000, 101 (bordereau), 200 (files), 300 (agreement).
+
+    FATAL when the archive system could not judge (its schema is unavailable): its own fault, never
+    the package's, and the transfer is to be sent again.
+    """
     errors = [f for f in findings if f.severity == "error"]
     if not errors:
         return "000"
     rules = {f.rule for f in errors}
+    if "SEDA-SCHEMA-INDISPONIBLE" in rules:
+        return "FATAL"
     if rules & {"SEDA-ARCHIVE-ILLISIBLE", "SEDA-MANIFESTE-ABSENT", "SEDA-MANIFESTE-ILLISIBLE", "SEDA-XSD",
                 "SEDA-VERSION", "SEDA-MESSAGE", "SEDA-BOMBE", "SEDA-CHEMIN-DANGEREUX", "SEDA-LIEN"}:
         return "101"

@@ -1,8 +1,16 @@
-"""Official SEDA 2.1 / 2.2 / 2.3 schemas, loaded offline, and bordereau validation.
+"""SEDA 2.1 / 2.2 / 2.3 schemas, loaded offline, and bordereau validation.
 
-The official `seda-2.N-main.xsd` imports xml.xsd and xlink.xsd by http URL: an lxml resolver maps
-those URLs to the local W3C copies so that validation never touches the network. The schemas are
-read from the reference directory (never copied into the repository) and cached per process.
+Which schema judges a bordereau:
+- by default, the project's own schema, shipped with the product (`schemas/seda/seda-2.N.xsd`,
+  proven to give the official schema's verdict by tests/unit/archive/test_seda_schema_equivalence.py).
+  A user's clone or installation has nothing else, and needs nothing else;
+- the official SIAF set, when a reference directory is named explicitly (`reference_dir=`, or the
+  DEMAT_REFERENCE_DIR variable): an operator who holds the official files may prefer them. Its
+  `seda-2.N-main.xsd` imports xml.xsd and xlink.xsd by http URL: an lxml resolver maps those URLs to
+  the local W3C copies so that validation never touches the network.
+Nothing is ever looked for beside the checkout (../shared is a test fixture, not part of the product).
+A schema that cannot be found or compiled raises SchemaUnavailable, a fault of the installation that
+is never reported as a fault of the bordereau. Schemas are compiled once per process.
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ W3C_URLS = {
 _LOCK = threading.Lock()
 
 
+PROJECT_DIR = Path(__file__).resolve().parents[2] / "schemas" / "seda"
+
+
 class SchemaUnavailable(RuntimeError):
-    """The official SEDA schema files cannot be found or loaded (message in French)."""
+    """The SEDA schema files cannot be found or loaded: an installation fault (message in French)."""
 
 
 def seda_namespace(version: str) -> str:
@@ -55,18 +66,21 @@ def version_of_namespace(namespace: str | None) -> str | None:
     return None
 
 
-def default_reference_dir() -> Path:
-    """$DEMAT_REFERENCE_DIR, else <repo>/../shared/reference (where CI places the official files)."""
+def default_reference_dir() -> Path | None:
+    """$DEMAT_REFERENCE_DIR when set (the official SEDA schemas are then used), else None."""
     env = os.environ.get("DEMAT_REFERENCE_DIR")
-    if env:
-        return Path(env)
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "reference").resolve()
+    return Path(env) if env else None
 
 
-def schema_paths(version: str, reference_dir: str | Path | None = None) -> tuple[Path, dict[str, Path]]:
-    """The main XSD of a version and the URL map of its W3C imports."""
+def project_schema_path(version: str) -> Path:
+    """The project's own schema of a SEDA version, shipped with the product."""
+    return PROJECT_DIR / f"seda-{check_version(version)}.xsd"
+
+
+def schema_paths(version: str, reference_dir: str | Path) -> tuple[Path, dict[str, Path]]:
+    """The official main XSD of a version under `reference_dir` and the URL map of its W3C imports."""
     check_version(version)
-    ref = Path(reference_dir) if reference_dir is not None else default_reference_dir()
+    ref = Path(reference_dir)
     seda = ref / "seda" if (ref / "seda").is_dir() else ref
     main = seda / "schemas" / f"seda-{version}" / f"seda-{version}-main.xsd"
     w3c = seda / "w3c"
@@ -79,8 +93,9 @@ def _load(version: str, reference_dir: str) -> etree.XMLSchema:
     missing = [p for p in (main, *url_map.values()) if not p.is_file()]
     if missing:
         raise SchemaUnavailable(
-            f"Schéma officiel SEDA {version} introuvable : {', '.join(sorted({str(p) for p in missing}))}. "
-            "Indiquez le dossier des schémas de référence avec la variable DEMAT_REFERENCE_DIR."
+            f"Schéma officiel SEDA {version} introuvable dans le dossier de référence indiqué : "
+            f"{', '.join(sorted({str(p) for p in missing}))}. Corrigez la variable DEMAT_REFERENCE_DIR, "
+            "ou retirez-la pour utiliser le schéma SEDA livré avec demat."
         )
     try:
         return xmlsafe.schema_from_file(main, url_map=url_map)
@@ -88,10 +103,33 @@ def _load(version: str, reference_dir: str) -> etree.XMLSchema:
         raise SchemaUnavailable(f"Schéma officiel SEDA {version} illisible ({main}) : {exc}") from exc
 
 
+@functools.lru_cache(maxsize=4)
+def _load_project(version: str) -> etree.XMLSchema:
+    path = project_schema_path(version)
+    if not path.is_file():
+        raise SchemaUnavailable(
+            f"Schéma SEDA {version} introuvable dans l'installation de demat ({path}) : l'installation est "
+            "incomplète. Réinstallez demat (make venv, ou pip install du paquet), ou indiquez les schémas "
+            "officiels avec la variable DEMAT_REFERENCE_DIR."
+        )
+    try:
+        return xmlsafe.schema_from_file(path)
+    except (etree.XMLSchemaParseError, etree.XMLSyntaxError, OSError) as exc:
+        raise SchemaUnavailable(f"Schéma SEDA {version} de l'installation illisible ({path}) : {exc}") from exc
+
+
 def seda_schema(version: str, reference_dir: str | Path | None = None) -> etree.XMLSchema:
-    """The official SEDA schema of `version`, loaded offline and cached."""
+    """The SEDA schema of `version`: official when a reference directory is named, else the project's."""
     ref = Path(reference_dir) if reference_dir is not None else default_reference_dir()
+    if ref is None:
+        return _load_project(check_version(version))
     return _load(check_version(version), str(ref.resolve()))
+
+
+def schema_origin(reference_dir: str | Path | None = None) -> str:
+    """Which schema set judges, in French (for logs and reports)."""
+    ref = Path(reference_dir) if reference_dir is not None else default_reference_dir()
+    return f"schémas officiels SEDA ({ref})" if ref is not None else f"schéma SEDA de demat ({PROJECT_DIR})"
 
 
 _NS_IN_MSG = re.compile(r"\{[^}]*\}")
@@ -101,16 +139,34 @@ def _clean(text: str) -> str:
     return _NS_IN_MSG.sub("", text or "").strip()
 
 
+def _french(message: str) -> str:
+    """libxml2's English told in French, the original in parentheses (flows.helios.xsdtext)."""
+    try:
+        from flows.helios.xsdtext import xsd_parts
+    except ImportError:  # pragma: no cover - the translator ships with demat
+        return message
+    return xsd_parts(message)[2]
+
+
+def syntax_french(message: str) -> str:
+    """A libxml2 parser error in French, the original in parentheses (flows.helios.xsdtext)."""
+    try:
+        from flows.helios.xsdtext import syntax_fr
+    except ImportError:  # pragma: no cover - the translator ships with demat
+        return message
+    return syntax_fr(message)
+
+
 def validate_manifest(
     xml: bytes | etree._Element,
     version: str | None = None,
     *,
     reference_dir: str | Path | None = None,
 ) -> list[Finding]:
-    """Validate a SEDA message (ArchiveTransfer, replies, ...) against its official schema.
+    """Validate a SEDA message (ArchiveTransfer, replies, ...) against the schema of its version.
 
-    `version` None: taken from the root namespace. Raises SchemaUnavailable when the official
-    schema files are missing (a configuration fault, not a fault of the message).
+    `version` None: taken from the root namespace. Raises SchemaUnavailable when the schema files
+    are missing (an installation fault, not a fault of the message).
     """
     if isinstance(xml, (bytes, bytearray)):
         try:
@@ -121,7 +177,7 @@ def validate_manifest(
             return [
                 Finding(
                     "SEDA-XML",
-                    f"Le bordereau n'est pas un XML bien formé : {exc.msg}",
+                    f"Le bordereau n'est pas un XML bien formé : {syntax_french(exc.msg)}",
                     fix="Régénérez le bordereau avec un outil conforme.",
                     layer="lecture",
                     line=exc.lineno or None,
@@ -157,7 +213,7 @@ def validate_manifest(
     return [
         Finding(
             "SEDA-XSD",
-            f"Bordereau non conforme au schéma officiel SEDA {found} : {_clean(e.message)}",
+            f"Bordereau non conforme au schéma SEDA {found} : {_french(_clean(e.message))}",
             fix="Corrigez l'élément signalé (ordre, présence ou valeur) selon le schéma SEDA.",
             place=_clean(e.path or ""),
             layer="xsd",

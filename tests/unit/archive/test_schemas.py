@@ -36,7 +36,7 @@ def test_env_variable_and_default(reference, monkeypatch, tmp_path):
     with pytest.raises(SchemaUnavailable, match="DEMAT_REFERENCE_DIR"):
         seda_schema("2.2")
     monkeypatch.delenv("DEMAT_REFERENCE_DIR")
-    assert schemas.default_reference_dir().name == "reference"
+    assert schemas.default_reference_dir() is None  # the product never looks beside the checkout
 
 
 def test_missing_w3c_copy_is_not_fetched(reference, tmp_path, no_network):
