@@ -2,13 +2,21 @@
 
 Receives TDT-EACT--SIREN--AAAAMMJJ-n.tar.gz archives in depot/, answers tar.gz archives in
 retour/ (names and codes: flows.actes.naming and flows.actes.model):
+- Every message, the envelope included, is read against the official actesv1_1.xsd when a
+  reference directory is available (simulators.reference; the project's schema otherwise).
 - Acte (1-1): AnomalieEnveloppe when the archive or envelope is broken; AnomalieActe (1-3) when
   the acte is invalid (the @ctes schema; date in the future, NumeroInterne, Objet, nature,
-  classification date, missing files, IDActe already transmitted); otherwise ARActe (1-2). `refuse_rate` turns a valid acte into an AnomalieActe;
+  classification date, a matière absent from the classification this préfecture published,
+  documents that are not real PDFs, a detached XAdES (99_SE) that does not sign the acte or whose
+  certificate its own trust store does not accept (simulators.xmlsig), a PAdES signature inside
+  the PDF that OpenSSL does not verify against that store (simulators.pdfsig), missing files, IDActe
+  already transmitted); otherwise ARActe (1-2). `refuse_rate` turns a valid acte into an AnomalieActe;
   `later_rate` adds, after `later_delay`, a CourrierSimple (2-1), DemandePieceComplementaire
   (3-1) or LettreObservations (4-1).
-- Annulation (6-1) -> ARAnnulation (6-2); DemandeClassification (7-1) -> RetourClassification
-  (7-2); RefusPieceComplementaire / PieceComplementaire (3-3 / 3-4) -> ARPieceComplementaire
+- Annulation (6-1) -> ARAnnulation (6-2) for an acte it acknowledged and did not annul yet, else
+  AnomalieEnveloppe 100; an answer to a letter it never sent -> AnomalieEnveloppe 100 (its ledger
+  keeps the IDActe acknowledged, the letters sent, the annulations); DemandeClassification (7-1)
+  -> RetourClassification (7-2); RefusPieceComplementaire / PieceComplementaire (3-3 / 3-4) -> ARPieceComplementaire
   (3-5); RejetLettreObservations / ReponseLettreObservations (4-3 / 4-4) ->
   ARReponseRejetLettreObservations (4-5); ReponseCourrierSimple (2-2) and the collectivité's ARs
   (3-2, 4-2) are recorded without answer.
@@ -17,7 +25,8 @@ Anomaly natures used by this simulator (the official list is not public; keep th
 AnomalieActe 001 invalid acte, 002 classification not current (the one attested nature),
 003 IDActe already transmitted, 004 announced file missing, 005 refused (simulated odds);
 AnomalieEnveloppe as labelled in flows.actes.messages: 001 envelope or form not conforming,
-003 announced file missing, 004 unreadable archive, 005 too large, 100 unexpected message.
+003 announced file missing, 004 unreadable archive, 005 too large, 100 unexpected message, or an
+annulation / answer with nothing to annul or answer.
 
 Messages are built by flows.actes.messages (build_aracte, build_anomalie_acte,
 build_anomalie_enveloppe, build_courrier, build_ar_for, build_response_archive). Reading uses
@@ -29,18 +38,26 @@ it; None = not checked).
 
 from __future__ import annotations
 
+import functools
+import io
 import re
 from datetime import date
 
+from lxml import etree
+from pypdf import PdfReader
+
+from flows import xmlsafe
 from flows.actes import messages
 from flows.actes.classification import build_retour_classification, national_default
 from flows.actes.model import MESSAGE_CODES
-from flows.actes.naming import IDACTE_RE
-from flows.actes.xmlutil import attr, q, schema_errors
+from flows.actes.xmlutil import attr, q
 from simulators import actes_wire as W
+from simulators import pdfsig, reference, xmlsig
 from simulators.counterparts import Decision, Incoming, Reply
 
 NUMERO_RE = re.compile(r"^([A-Z0-9][A-Z0-9_]{0,13})?[A-Z0-9]$")
+# DPT-SIREN-AAAAMMJJ-NUMERO-NATURE (FACTS.md §1), the préfecture's own reading, not demat's naming module
+IDACTE_RE = re.compile(r"^[0-9]{2}[0-9AB]-[0-9]{9}-[0-9]{8}-[A-Za-z0-9_]{1,15}-(DE|AR|AI|CC|BF|AU)$")
 NATURE_ABBR = {"1": "DE", "2": "AR", "3": "AI", "4": "CC", "5": "BF", "6": "AU"}
 LATER_KINDS = ("CourrierSimple", "DemandePieceComplementaire", "LettreObservations")
 # answers the préfecture acknowledges (3-5 or 4-5, chosen by messages.build_ar_for)
@@ -50,18 +67,34 @@ NO_ANSWER = {"ReponseCourrierSimple", "ARDemandePieceComplementaire", "ARLettreO
 # separated by commas) gets that letter for sure, `forced_delay` seconds (Settings.extra, default 5) after its AR.
 FORCED_RE = re.compile(r"\[simulateur:\s*([0-9]-1(?:\s*,\s*[0-9]-1)*)\s*\]")
 FORCED_KINDS = {"2-1": "CourrierSimple", "3-1": "DemandePieceComplementaire", "4-1": "LettreObservations"}
+# Scenario hook: an acte whose Objet contains "[simulateur:perdu]" is lost on its way to the ministère: its
+# reception is logged (the ledger counts it) but the préfecture never registers it and never answers.
+LOST_RE = re.compile(r"\[simulateur:\s*perdu\s*\]")
+# which letter of the préfecture each message of the collectivité answers (none sent: refused)
+ANSWERS_TO = {
+    "ReponseCourrierSimple": "CourrierSimple",
+    "ARDemandePieceComplementaire": "DemandePieceComplementaire",
+    "RefusPieceComplementaire": "DemandePieceComplementaire",
+    "PieceComplementaire": "DemandePieceComplementaire",
+    "ARLettreObservations": "LettreObservations",
+    "RejetLettreObservations": "LettreObservations",
+    "ReponseLettreObservations": "LettreObservations",
+}
+ANNEX_EXTENSIONS = (".pdf", ".xml", ".jpg", ".jpeg", ".png")
 
 
 # -- checks ---------------------------------------------------------------------------------------
 
 
-def acte_problems(r: W.Received, today: date, classification: date | None) -> list[tuple[str, str]]:
+def acte_problems(r: W.Received, today: date, classification: date | None, *,
+                  published: set[tuple[str, ...]] | None = None,
+                  trust: xmlsig.TrustStore | None = None) -> list[tuple[str, str]]:
     """(AnomalieActe nature, French detail) for every fault; empty when the acte is acceptable."""
     acte = r.message
     assert acte is not None
     found: list[tuple[str, str]] = []
-    for p in schema_errors(acte)[:5]:
-        found.append(("001", f"Formulaire non conforme : {p}"))
+    for p in reference.errors("actes", acte, limit=5):
+        found.append(("001", f"Formulaire non conforme au schéma @ctes : {p}"))
     try:
         decided = date.fromisoformat(attr(acte, "Date"))
         if decided > today:
@@ -92,12 +125,115 @@ def acte_problems(r: W.Received, today: date, classification: date | None) -> li
     missing = [n for n in names if n and n not in r.files]
     if missing:
         found.append(("004", f"Pièce(s) annoncée(s) mais absente(s) de l'archive : {', '.join(missing)}."))
+    found += matiere_problems(acte, published)
+    found += document_problems(r, acte)
+    found += signature_problems(r, acte, trust)
     annexes = acte.find(q("Annexes"))
     if annexes is not None:
         declared_count = attr(annexes, "Nombre")
         real = len(annexes.findall(q("Annexe")))
         if declared_count and declared_count != str(real):
             found.append(("001", f"Annexes/@Nombre vaut {declared_count} mais {real} annexe(s) sont listées."))
+    return found
+
+
+def published_matieres(day: date) -> set[tuple[str, ...]]:
+    """The matière paths of the classification this préfecture publishes (read back from its own 7-2)."""
+    root = xmlsafe.parse_bytes(build_retour_classification(national_default(day)))
+    out: set[tuple[str, ...]] = set()
+
+    def walk(el, path: tuple[str, ...], level: int) -> None:
+        for child in el.iterfind(q(f"Matiere{level}")):
+            code = attr(child, "CodeMatiere")
+            out.add((*path, code))
+            walk(child, (*path, code), level + 1)
+
+    matieres = root.find(q("Matieres"))
+    if matieres is not None:
+        walk(matieres, (), 1)
+    return out
+
+
+def matiere_problems(acte, published: set[tuple[str, ...]] | None) -> list[tuple[str, str]]:
+    """Each level given must exist in the classification the préfecture published."""
+    if not published:
+        return []
+    path: list[str] = []
+    for level in range(1, 6):
+        el = acte.find(q(f"CodeMatiere{level}"))
+        if el is None:
+            break
+        path.append(attr(el, "CodeMatiere"))
+    if path and tuple(path) not in published:
+        return [("001", f"La matière {'.'.join(path)} n'existe pas dans la classification publiée par la préfecture : "
+                        "demandez la classification (7-1) et choisissez une matière qui y figure.")]
+    return []
+
+
+def _pdf_problem(data: bytes) -> str | None:
+    if not data.startswith(b"%PDF-"):
+        return "ne commence pas par l'en-tête %PDF-"
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if len(reader.pages) < 1:
+            return "ne contient aucune page"
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on a broken file
+        return f"illisible comme PDF ({type(exc).__name__})"
+    return None
+
+
+def document_problems(r: W.Received, acte) -> list[tuple[str, str]]:
+    """The acte is a PDF (a budget may be XML); annexes are PDF, XML or images; a .pdf is a real PDF."""
+    found: list[tuple[str, str]] = []
+    budget = attr(acte, "CodeNatureActe") == "5"
+    doc = acte.find(f"{q('Document')}/{q('NomFichier')}")
+    main = (doc.text or "").strip() if doc is not None else ""
+    annexes = [(e.text or "").strip() for e in acte.iterfind(f"{q('Annexes')}/{q('Annexe')}/{q('NomFichier')}")]
+    for name, allowed in ([(main, (".pdf", ".xml") if budget else (".pdf",))] if main else []) + [
+            (a, ANNEX_EXTENSIONS) for a in annexes]:
+        lower = name.lower()
+        if not lower.endswith(allowed):
+            found.append(("001", f"Le fichier « {name} » n'est pas d'un format accepté ({', '.join(allowed)})."))
+            continue
+        data = r.files.get(name)
+        if data is None:
+            continue
+        if lower.endswith(".pdf"):
+            problem = _pdf_problem(data)
+            if problem:
+                found.append(("001", f"Le fichier « {name} » n'est pas un PDF valide : il {problem}."))
+    return found
+
+
+def signature_problems(r: W.Received, acte, trust: xmlsig.TrustStore | None) -> list[tuple[str, str]]:
+    """A detached XAdES (99_SE file) must sign the acte's document, with a certificate the préfecture trusts."""
+    if trust is None:  # no trust store given to this check (a caller that only wants the rest)
+        return []
+    doc = acte.find(f"{q('Document')}/{q('NomFichier')}")
+    main = r.files.get((doc.text or "").strip()) if doc is not None else None
+    found: list[tuple[str, str]] = []
+    if main is not None and main.startswith(b"%PDF-") and pdfsig.is_signed(main):  # PAdES, checked with OpenSSL
+        found += [("001", f"Signature électronique du PDF de l'acte refusée : {why}.")
+                  for why in pdfsig.verify_pdf(main, trust)]
+    for name, data in r.files.items():
+        if not (name.startswith("99_SE") and name.lower().endswith(".xml")):
+            continue
+        try:
+            sig = xmlsafe.parse_bytes(data)
+        except (etree.XMLSyntaxError, ValueError) as exc:
+            found.append(("001", f"Fichier de signature « {name} » illisible : {exc}"))
+            continue
+        if sig.tag != f"{{{xmlsig.DS}}}Signature":
+            found.append(("001", f"Fichier de signature « {name} » : pas une signature XML (ds:Signature)."))
+            continue
+        uris = [ref.get("URI") or "" for ref in sig.iterfind(f"{{{xmlsig.DS}}}SignedInfo/{{{xmlsig.DS}}}Reference")]
+        detached = {u: main for u in uris if not u.startswith("#") and main is not None}
+        verdict = xmlsig.verify_signature(sig, trust, detached=detached)
+        if not detached:
+            verdict.add(xmlsig.SIGNATURE, "elle ne désigne pas le document de l'acte")
+        for p in verdict.problems[:3]:
+            what = "certificat refusé" if p.code == xmlsig.CERTIFICATE else "signature invalide"
+            found.append(("001", f"Signature « {name} » de l'acte : {what} ({p.message})."))
     return found
 
 
@@ -154,6 +290,11 @@ class _Out:
         return self._archive(messages.PrefMessage("RetourClassification", name, xml))
 
 
+@functools.lru_cache(maxsize=4)
+def _published(day: date) -> frozenset[tuple[str, ...]]:
+    return frozenset(published_matieres(day))
+
+
 def acte_objet(r: W.Received) -> str:
     return (r.message.findtext(q("Objet")) or "") if r.message is not None else ""
 
@@ -164,7 +305,8 @@ def prefecture_rules(incoming: Incoming) -> Decision:
         r = W.Received(incoming.name)
         m = W.ARCHIVE_SIREN.search(incoming.name)
         r.siren = m.group("siren") if m else ""
-        r.problems.append(("005", "Archive au-delà de la taille maximale acceptée (150 Mo)."))
+        limit = settings.max_bytes / (1024 * 1024)
+        r.problems.append(("005", f"Archive au-delà de la taille maximale acceptée ({limit:g} Mio)."))
     else:
         r = W.read_received(incoming.name, incoming.data)
     out = _Out(incoming, r)
@@ -173,6 +315,14 @@ def prefecture_rules(incoming: Incoming) -> Decision:
     classification = date.fromisoformat(str(cls_text)) if cls_text else None
     current = classification or day
 
+    if not r.problems:  # every message is read against the @ctes schema, the envelope included
+        for what, doc in (("Enveloppe", r.envelope), (f"Formulaire « {r.message_name} »", r.message)):
+            if doc is None or (what != "Enveloppe" and r.kind == "Acte"):  # an Acte's faults are AnomalieActe
+                continue
+            problems = reference.errors("actes", doc, limit=3)
+            if problems:
+                r.problems.append(("001", f"{what} non conforme au schéma @ctes : {' ; '.join(problems)}"))
+                break
     if r.problems:
         nature, detail = r.problems[0]
         return Decision([out.anomalie_enveloppe(nature, detail)], f"AnomalieEnveloppe {nature} : {detail}")
@@ -183,7 +333,10 @@ def prefecture_rules(incoming: Incoming) -> Decision:
         return Decision([out.anomalie_enveloppe("001", detail)], f"AnomalieEnveloppe 001 : {detail}")
 
     if kind == "Acte":
-        problems = acte_problems(r, day, classification)
+        if LOST_RE.search(acte_objet(r)):
+            return Decision([], f"acte {r.idacte} perdu (scénario demandé) : jamais enregistré, aucune réponse")
+        problems = acte_problems(r, day, classification, published=_published(current),
+                                 trust=xmlsig.trust_from_settings(settings))
         if not problems and incoming.known(f"idacte:{r.idacte}"):
             problems = [("003", f"L'acte {r.idacte} a déjà été transmis et acquitté : transmission en double refusée.")]
         if not problems and incoming.rng.random() < settings.refuse_rate:
@@ -194,21 +347,37 @@ def prefecture_rules(incoming: Incoming) -> Decision:
             return Decision([out.anomalie_acte(nature, detail, current)], f"AnomalieActe {nature} pour {r.idacte} : {detail}")
         replies = [out.aracte(current)]
         outcome = f"ARActe pour {r.idacte}"
+        facts = [f"idacte:{r.idacte}"]
         forced = FORCED_RE.search(acte_objet(r))
         if forced:
             delay = float(settings.extra.get("forced_delay", 5.0))
             for code in (c.strip() for c in forced.group(1).split(",")):
                 if code in FORCED_KINDS:
                     replies.append(out.courrier(FORCED_KINDS[code], delay))
+                    facts.append(f"courrier:{r.idacte}:{FORCED_KINDS[code]}")
                     outcome += f", puis {FORCED_KINDS[code]} (scénario demandé) après {delay:g} s"
         elif incoming.rng.random() < settings.later_rate:
             later = incoming.rng.choice(LATER_KINDS)
             replies.append(out.courrier(later, settings.later_delay))
+            facts.append(f"courrier:{r.idacte}:{later}")
             outcome += f", puis {later} après {settings.later_delay:g} s"
-        return Decision(replies, outcome, facts=[f"idacte:{r.idacte}"])
+        return Decision(replies, outcome, facts=facts)
 
     if kind == "Annulation":
-        return Decision([out.ar_for("Annulation", day)], f"ARAnnulation pour {r.idacte}")
+        if not incoming.known(f"idacte:{r.idacte}"):
+            detail = (f"Annulation refusée : l'acte {r.idacte} n'a jamais été reçu ni acquitté par la préfecture "
+                      "(rien à annuler). Vérifiez l'IDActe, ou transmettez l'acte.")
+            return Decision([out.anomalie_enveloppe("100", detail)], f"AnomalieEnveloppe 100 : {detail}")
+        if incoming.known(f"annule:{r.idacte}"):
+            detail = f"Annulation refusée : la transmission de l'acte {r.idacte} est déjà annulée."
+            return Decision([out.anomalie_enveloppe("100", detail)], f"AnomalieEnveloppe 100 : {detail}")
+        return Decision([out.ar_for("Annulation", day)], f"ARAnnulation pour {r.idacte}",
+                        facts=[f"annule:{r.idacte}"])
+
+    if kind in ANSWERS_TO and not incoming.known(f"courrier:{r.idacte}:{ANSWERS_TO[kind]}"):
+        detail = (f"{kind} refusé : la préfecture n'a envoyé aucun courrier {ANSWERS_TO[kind]} pour l'acte "
+                  f"{r.idacte or '(IDActe absent)'} ; il n'y a rien à quoi répondre.")
+        return Decision([out.anomalie_enveloppe("100", detail)], f"AnomalieEnveloppe 100 : {detail}")
 
     if kind == "DemandeClassification":
         return Decision([out.retour_classification(current)], f"RetourClassification du {current.isoformat()}")

@@ -3,6 +3,12 @@
     python -m simulators --state DIR --config flows/config/demo.yaml [--port-base N]
         [--delay S] [--later-delay S] [--refuse-rate P] [--silence-rate P] [--later-rate P]
         [--seed N] [--set prefecture.refuse_rate=0.2 ...] [--mail-dir DIR [--smtp-port N]]
+        [--trust-store CA.pem ...]
+
+Each counterpart judges on its own (issue 18): the official schemas when a reference directory is
+available ($DEMAT_REFERENCE_DIR, or ../shared/reference beside the checkout), else the project's
+(the start-up log says which), and signatures checked against ITS trust store: the --trust-store
+PEM files, by default the demo CA of the platform's PKI folder (<state>/pki/ca.pem) when it exists.
 
 Layout under DIR/simulators/ (created on first start, reused afterwards):
     client/id_ed25519[.pub]     demat's client key (authorised on the three gateways)
@@ -65,9 +71,11 @@ class Simulators:
         client_pub = ensure_ed25519_key(self.client_key, comment="demat-client")
         self.servers: dict[str, SftpServer] = {}
         self.counterparts: dict[str, Counterpart] = {}
+        demo_ca = Path(state) / "pki" / "ca.pem"  # the platform's demo CA, when no trust store is given
         for i, name in enumerate(names):
             root = self.base / name
             cp = Counterpart(name, root, COUNTERPARTS[name], (settings or {}).get(name) or Settings())
+            cp.settings.extra.setdefault("trust_store", [str(demo_ca.resolve())])
             write_authorized_keys(root / "authorized_keys", [client_pub])
             self.servers[name] = SftpServer(
                 host_key=root / "host_key",
@@ -136,13 +144,31 @@ def _parse_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def trust_paths(args: argparse.Namespace) -> list[str]:
+    """--trust-store, else the demo CA the platform's PKI folder holds (never its private keys)."""
+    if getattr(args, "trust_store", None):
+        return [str(Path(p).resolve()) for p in args.trust_store]
+    demo = Path(args.state) / "pki" / "ca.pem"  # read again when it appears (the platform may create it later)
+    return [str(demo.resolve())]
+
+
 def build_settings(args: argparse.Namespace, config) -> dict[str, Settings]:
     common = dict(
         delay=args.delay, later_delay=args.later_delay, refuse_rate=args.refuse_rate,
         silence_rate=args.silence_rate, later_rate=args.later_rate, seed=args.seed,
     )
     settings = {name: Settings(**common) for name in COUNTERPARTS}
+    settings["prefecture"].max_bytes = 150 * 1024 * 1024  # the @ctes archive cap (FACTS.md), said in its refusal
+    trust = trust_paths(args)
+    for s in settings.values():
+        s.extra["trust_store"] = list(trust)
     if config is not None:
+        # generated files number their bordereaux from 1: the embedded DGFiP does not hold that against
+        # a later file unless asked (--set dgfip.memoire_bordereaux=true)
+        settings["dgfip"].extra["memoire_bordereaux"] = False
+        settings["dgfip"].extra["collectivites"] = [  # the budgets open in Hélios
+            {"siret": c.siret, "idpost": c.helios.idpost, "codcol": c.helios.codcol, "codbud": c.helios.codbud}
+            for c in config.collectivites if c.helios is not None]
         agreements = sorted({p.archival_agreement for c in config.collectivites for p in c.archive.values()})
         settings["sae"].extra["known_agreements"] = agreements
         settings["sae"].extra["seda_version"] = config.seda_version
@@ -174,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", metavar="NOM.CLE=VALEUR", help="réglage d'une contrepartie")
     parser.add_argument("--mail-dir", help="démarre le puits SMTP : chaque courriel reçu y devient un .eml")
     parser.add_argument("--smtp-port", type=int, default=0, help="port du puits SMTP (0 : port libre)")
+    parser.add_argument("--trust-store", action="append", metavar="CA.pem",
+                        help="certificat(s) d'autorité que les contreparties acceptent (défaut : <état>/pki/ca.pem)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -203,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         sink = SmtpSink(args.mail_dir, host=args.host, port=args.smtp_port).start()
         sims.services["smtp"] = sink.endpoint()
         log.info("puits SMTP : smtp://%s:%s, courriels dans %s", sink.host, sink.port, args.mail_dir)
+    from simulators import reference, xmlsig
+
+    log.info("schémas : %s", reference.describe())
+    trust = trust_paths(args)
+    missing = [p for p in trust if not Path(p).is_file()]
+    log.info("signatures : %s%s", xmlsig.TrustStore.load([p for p in trust if p not in missing]).describe(),
+             f" (en attente de {', '.join(missing)})" if missing else "")
     sims.start()
     path = sims.base / "endpoints.json"
     for name, ep in sims.endpoints().items():

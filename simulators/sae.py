@@ -1,8 +1,6 @@
 """The archive system (SAE): SEDA packages in depot/, Acknowledgement then ArchiveTransferReply.
 
-Checks with flows.archive.check.check_package(data, known_agreements=...) when importable,
-otherwise structural checks (manifest.xml at the root, ArchiveTransfer, known
-ArchivalAgreement, every Uri present). Replies are built by flows.archive.replies builders
+Checks with the SAE's own simulators.sae_checks.check_package (never demat's flows.archive.check). Replies are built by flows.archive.replies builders
 when importable (minimal builders here otherwise):
     ACK_<MessageIdentifier>.xml  after `delay`
     ATR_<MessageIdentifier>.xml  after `later_delay`, ReplyCode 000 + archive id "AE_<year>_<n>",
@@ -95,24 +93,16 @@ def structural_findings(root, members, known_agreements: set[str] | None) -> lis
 
 
 def check(data: bytes, known_agreements: set[str] | None) -> list[Finding]:
-    try:
-        from flows.archive.check import check_package
-    except ImportError:
-        root, members, _ = read_manifest(data)
-        return structural_findings(root, members, known_agreements)
-    if known_agreements is None:
-        root, _, _ = read_manifest(data)
-        known_agreements = {_find(root, "ArchivalAgreement")} if root is not None else set()
+    from simulators.sae_checks import check_package  # the SAE's own checks, never flows.archive.check
+
     return [f for f in check_package(data, known_agreements=known_agreements) if f.severity == "error"]
 
 
 def reply_code(findings: list[Finding]) -> str:
-    try:
-        from flows.archive.check import reply_code_for
-    except ImportError:
-        reply_code_for = None
-    if reply_code_for is not None:
-        return reply_code_for(findings)
+    from simulators.sae_checks import reply_code as own_code
+
+    if findings and all(f.rule.startswith("SAE-") for f in findings):
+        return own_code(findings)
     rules = {f.rule for f in findings}
     if any("ACCORD" in r for r in rules):
         return "300"

@@ -55,7 +55,8 @@ def _el(parent, name, text=None, **attrs):
 
 
 def acte_archive(numero="DEL2026_01", *, decided=None, classification="2026-01-15", serial=1,
-                 drop_document=False, kind="Acte", nature="DE") -> tuple[str, bytes, str]:
+                 drop_document=False, kind="Acte", nature="DE",
+                 objet="Délibération portant création d'un marché") -> tuple[str, bytes, str]:
     decided = decided or TODAY - timedelta(days=1)
     idacte = f"040-{SIREN}-{decided:%Y%m%d}-{numero}-{nature}"
     code = MESSAGE_CODES[kind]
@@ -65,7 +66,7 @@ def acte_archive(numero="DEL2026_01", *, decided=None, classification="2026-01-1
         root = _el(None, "Acte", Date=decided.isoformat(), NumeroInterne=numero, CodeNatureActe="1")
         _el(root, "CodeMatiere1", CodeMatiere="5")
         _el(root, "CodeMatiere2", CodeMatiere="2")
-        _el(root, "Objet", "Délibération portant création d'un marché")
+        _el(root, "Objet", objet)
         _el(root, "ClassificationDateVersion", classification)
         _el(_el(root, "Document"), "NomFichier", doc_name)
         _el(root, "Annexes", Nombre="0")
@@ -323,24 +324,54 @@ def test_prefecture_sends_later_mail_and_answers_the_other_messages(tmp_path):
     assert_valid_actes(reply_message(later.read_bytes()))
     cp.close()
 
-    for kind, expected in [
-        ("Annulation", ["ARAnnulation"]),
-        ("PieceComplementaire", ["ARPieceComplementaire"]),
-        ("RefusPieceComplementaire", ["ARPieceComplementaire"]),
-        ("ReponseLettreObservations", ["ARReponseRejetLettreObservations"]),
-        ("RejetLettreObservations", ["ARReponseRejetLettreObservations"]),
-        ("ARDemandePieceComplementaire", None),
-    ]:
-        name, data, idacte = acte_archive(kind=kind)
-        out, outcome = run_rules(tmp_path, prefecture_rules, name, data)
-        if expected is None:
-            assert out == {}, outcome
-            continue
-        (reply,) = out.values()
-        assert reply_kinds(reply) == expected, outcome
-        msg = reply_message(reply)
-        assert idacte in etree.tostring(msg).decode("iso-8859-1")
-        assert_valid_actes(msg)
+
+
+def _answer(cp: Counterpart, name: str, data: bytes) -> tuple[list[bytes], str]:
+    before = {p.name for p in cp.retour.iterdir()}
+    (cp.depot / name).write_bytes(data)
+    cp.poll_once(now=time.time() + 3600)
+    outcome = cp.ledger.receptions()[-1]["outcome"]
+    return [p.read_bytes() for p in cp.retour.iterdir() if p.name not in before], outcome
+
+
+def test_prefecture_answers_only_what_it_sent_letters_for_and_annuls_only_a_received_acte(tmp_path):
+    """State: answers to a letter the préfecture never sent, and the annulation of an acte it never received
+    (or already annulled), are refused with an AnomalieEnveloppe naming the reason."""
+    cp = Counterpart("pref", tmp_path / "pref", prefecture_rules, Settings(extra={"forced_delay": 0}))
+    try:
+        for kind in ("PieceComplementaire", "ReponseLettreObservations", "Annulation"):  # before anything was sent
+            name, data, idacte = acte_archive(kind=kind)
+            (reply,), outcome = _answer(cp, name, data)
+            assert reply_kinds(reply) == ["AnomalieEnveloppe"], outcome
+            assert "jamais" in outcome or "aucun courrier" in outcome
+            assert_valid_actes(reply_message(reply))
+        name, data, idacte = acte_archive(serial=3, objet="Délibération [simulateur:3-1,4-1]")
+        replies, outcome = _answer(cp, name, data)
+        assert sorted(reply_kinds(r)[0] for r in replies) == ["ARActe", "DemandePieceComplementaire",
+                                                              "LettreObservations"], outcome
+        for kind, expected in [
+            ("PieceComplementaire", ["ARPieceComplementaire"]),
+            ("RefusPieceComplementaire", ["ARPieceComplementaire"]),
+            ("ReponseLettreObservations", ["ARReponseRejetLettreObservations"]),
+            ("RejetLettreObservations", ["ARReponseRejetLettreObservations"]),
+            ("ARDemandePieceComplementaire", None),
+            ("ReponseCourrierSimple", ["AnomalieEnveloppe"]),  # no courrier simple was sent
+            ("Annulation", ["ARAnnulation"]),
+            ("Annulation", ["AnomalieEnveloppe"]),  # already annulled
+        ]:
+            name, data, _ = acte_archive(kind=kind, serial=10 + len(cp.ledger.receptions()))
+            replies, outcome = _answer(cp, name, data)
+            if expected is None:
+                assert replies == [], outcome
+                continue
+            (reply,) = replies
+            assert reply_kinds(reply) == expected, (kind, outcome)
+            msg = reply_message(reply)
+            assert_valid_actes(msg)
+            if expected != ["AnomalieEnveloppe"]:
+                assert idacte in etree.tostring(msg).decode("iso-8859-1")
+    finally:
+        cp.close()
 
 
 def test_prefecture_answers_a_classification_request(tmp_path):
@@ -373,34 +404,24 @@ def test_dgfip_answers_acquit_named_after_the_file(tmp_path):
     assert "refusé" in outcome
 
 
-def _generated_pes_through_dgfip(tmp_path, *, tiers_gate: bool, defects=()):
+def _generated_pes_through_dgfip(tmp_path, *, defects=()):
     gen = pytest.importorskip("flows.helios.generate")
-    pytest.importorskip("flows.helios.validate")
     acquit_mod = pytest.importorskip("flows.helios.acquit")
     pes = gen.generate_pes(siret="21400293300015", idpost="040012", codcol="293", codbud="01", nomfic="PES_OK_1",
                            defects=defects)
-    out, outcome = run_rules(tmp_path, dgfip_rules, "PES_OK_1.xml", pes, extra={"tiers_gate": tiers_gate})
+    out, outcome = run_rules(tmp_path, dgfip_rules, "PES_OK_1.xml", pes)
     return acquit_mod.parse_acquit(out["ACQUIT_PES_OK_1.xml"]), outcome
 
 
 def test_dgfip_accepts_a_generated_pes(tmp_path):
-    acquit, outcome = _generated_pes_through_dgfip(tmp_path, tiers_gate=False)
+    acquit, outcome = _generated_pes_through_dgfip(tmp_path)
     assert acquit.accepted, outcome
     assert acquit.nomfic == "PES_OK_1"
 
 
-@pytest.mark.slow
-def test_dgfip_accepts_a_generated_pes_with_the_tiers_gate(tmp_path):
-    pytest.importorskip("flows.quality.gate")
-    acquit, outcome = _generated_pes_through_dgfip(tmp_path, tiers_gate=True)
-    assert acquit.accepted, outcome
-
-
-@pytest.mark.slow
-def test_dgfip_refuses_a_pes_whose_tiers_fail_the_gate(tmp_path):
-    """The DGFiP applies the blocking tiers rules (pandas first, GE to state the refusal)."""
-    pytest.importorskip("flows.quality.gate")
-    acquit, outcome = _generated_pes_through_dgfip(tmp_path, tiers_gate=True, defects=("bad_iban",))
+def test_dgfip_refuses_a_pes_whose_tiers_break_its_rules(tmp_path):
+    """The DGFiP applies its own tiers rules (simulators.helios_rules), not demat's quality gate."""
+    acquit, outcome = _generated_pes_through_dgfip(tmp_path, defects=("bad_iban",))
     assert not acquit.accepted, outcome
     assert "refusé" in outcome
     assert "IBAN" in acquit.summary_fr, acquit.summary_fr
@@ -413,7 +434,7 @@ def test_dgfip_refuses_a_second_file_with_the_same_nomfic(tmp_path):
         pes = generate_pes(siret="21400293300015", idpost="040012", codcol="293", codbud="01", nomfic="PES_DOUBLON")
     except ImportError:
         pes = pes_file("PES_DOUBLON")
-    cp = Counterpart("dgfip", tmp_path / "dgfip", dgfip_rules, Settings(extra={"tiers_gate": False}))
+    cp = Counterpart("dgfip", tmp_path / "dgfip", dgfip_rules, Settings())
     (cp.depot / "A.xml").write_bytes(pes)
     cp.poll_once()
     (cp.depot / "B.xml").write_bytes(pes)
@@ -480,7 +501,7 @@ def test_sae_minimal_package_is_refused_with_a_reason(tmp_path):
 @pytest.fixture
 def sims(tmp_path):
     fast = Settings(delay=0, later_delay=0, poll_interval=0.05,
-                    extra={"known_agreements": ["ACCORD-SAINT-SEVER"], "tiers_gate": False})
+                    extra={"known_agreements": ["ACCORD-SAINT-SEVER"]})
     s = Simulators(tmp_path / "state", settings={n: fast for n in ("prefecture", "dgfip", "sae")})
     s.start()
     yield s
@@ -515,7 +536,7 @@ def test_endpoints_json_lets_a_client_connect_with_the_pinned_key(sims):
 
 def test_end_to_end_over_sftp_exactly_once_across_a_restart(tmp_path):
     fast = Settings(delay=0, later_delay=0, poll_interval=0.05,
-                    extra={"known_agreements": ["ACCORD-SAINT-SEVER"], "tiers_gate": False})
+                    extra={"known_agreements": ["ACCORD-SAINT-SEVER"]})
     settings = {n: fast for n in ("prefecture", "dgfip", "sae")}
     name, data, idacte = acte_archive()
     with Simulators(tmp_path / "state", settings=settings) as sims:
@@ -584,7 +605,7 @@ def test_command_line_starts_writes_endpoints_and_stops_on_sigterm(tmp_path):
     state = tmp_path / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators", "--state", str(state), "--config", str(ROOT / "flows/config/demo.yaml"),
-         "--delay", "0", "--set", "dgfip.tiers_gate=false"],
+         "--delay", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
@@ -603,4 +624,7 @@ def test_command_line_starts_writes_endpoints_and_stops_on_sigterm(tmp_path):
     text = out.decode()
     assert proc.returncode == 0, text
     assert "simulateurs arrêtés" in text
+    # it says which schemas each counterpart judges with, and which authorities it trusts (none here)
+    assert "DGFiP (PES_Aller) : schéma" in text and "SAE (SEDA 2.2)" in text, text
+    assert "magasin de confiance VIDE" in text, text
     assert "PRIVATE KEY" not in text and "BEGIN OPENSSH" not in text
