@@ -1,7 +1,7 @@
 """The schemas a counterpart judges with: the official ones when a reference directory is there.
 
-Where: $DEMAT_REFERENCE_DIR, else `../shared/reference` beside the checkout (as in CI and the
-tests). Without one (a user's clone), the schemas written for this project (schemas/pes,
+Where: $DEMAT_REFERENCE_DIR (the tests set it to ../shared/reference, which CI has beside the
+checkout; nothing at run time looks there by itself). Without one (a user's clone), the schemas written for this project (schemas/pes,
 schemas/actes, schemas/seda: tests prove them equivalent to the official ones) stand in, and
 the start-up log says so (`describe()`). Nothing here judges: it only finds and compiles XSDs,
 offline (no network, no entities), once per process.
@@ -50,10 +50,10 @@ class Located:
 
 
 def reference_dir() -> Path | None:
-    """$DEMAT_REFERENCE_DIR when set (a missing folder then means: none), else ../shared/reference."""
+    """$DEMAT_REFERENCE_DIR when set to a folder, else None: nothing at run time looks for ../shared
+    (a user's clone has none); the tests name it explicitly."""
     env = os.environ.get("DEMAT_REFERENCE_DIR")
-    candidate = Path(env) if env else REPO.parent / "shared" / "reference"
-    return candidate.resolve() if candidate.is_dir() else None
+    return Path(env).resolve() if env and Path(env).is_dir() else None
 
 
 def _project_seda(version: str) -> Path | None:

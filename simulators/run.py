@@ -6,7 +6,7 @@
         [--trust-store CA.pem ...]
 
 Each counterpart judges on its own (issue 18): the official schemas when a reference directory is
-available ($DEMAT_REFERENCE_DIR, or ../shared/reference beside the checkout), else the project's
+available ($DEMAT_REFERENCE_DIR; the tests point it at ../shared/reference), else the project's
 (the start-up log says which), and signatures checked against ITS trust store: the --trust-store
 PEM files, by default the demo CA of the platform's PKI folder (<state>/pki/ca.pem) when it exists.
 

@@ -43,6 +43,13 @@ TODAY = date.today()
 # -- messages built by hand (independent of the flows builders; only tar and bytes from flows.actes)
 
 
+@pytest.fixture(autouse=True)
+def official_reference(monkeypatch):
+    """The counterparts judge by the official schemas here (CI has ../shared beside the checkout)."""
+    if REFERENCE.is_dir() and "DEMAT_REFERENCE_DIR" not in os.environ:
+        monkeypatch.setenv("DEMAT_REFERENCE_DIR", str(REFERENCE))
+
+
 def _el(parent, name, text=None, **attrs):
     el = etree.SubElement(parent, f"{{{NS}}}{name}") if parent is not None else etree.Element(
         f"{{{NS}}}{name}", nsmap={"actes": NS, "insee": NS_INSEE}

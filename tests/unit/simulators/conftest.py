@@ -3,6 +3,7 @@ simulators trust only its CA certificate), a second CA nobody trusts, and genera
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -12,6 +13,16 @@ import pytest
 from simulators.counterparts import Counterpart, Decision, Incoming, Settings
 
 COLL = dict(siret="21400293300015", idpost="040012", codcol="293", codbud="01")
+
+
+@pytest.fixture(autouse=True)
+def official_reference(monkeypatch):
+    """The counterparts judge by the official schemas where the tests have them (CI: ../shared beside
+    the checkout); nothing at run time looks for that folder by itself."""
+    from tests.conftest import REFERENCE
+
+    if REFERENCE.is_dir() and "DEMAT_REFERENCE_DIR" not in os.environ:
+        monkeypatch.setenv("DEMAT_REFERENCE_DIR", str(REFERENCE))
 
 
 @pytest.fixture(scope="session")
