@@ -10,18 +10,25 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from flows.dossier import service
 from flows.dossier.db import session_scope
 from flows.dossier.models import Dossier, InboundMessage
 from flows.dossier.store import ArtefactStore
+from flows.findings import UnreadableFile
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
 DONE_DIR = "traites"
+# what a reply's content can raise (the domain's refusals are ValueErrors; lxml's are SyntaxErrors):
+# such a reply is recorded as unreadable and set aside; anything else is demat's fault and retried
+UNREADABLE = (ValueError, SyntaxError, UnicodeError, EOFError, tarfile.TarError, zipfile.BadZipFile, UnreadableFile)
 
 
 @dataclass
@@ -50,6 +57,7 @@ def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: s
     handler = {"prefecture": prefecture, "dgfip": _handle_dgfip, "sae": _handle_sae}[counterpart]
     store = ArtefactStore(settings.store_root)
     result = CollectResult()
+    failures: list[str] = []
     with endpoint_factory(counterpart) as ep:
         for name in ep.listdir(reply_dir):
             result.seen += 1
@@ -59,11 +67,20 @@ def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: s
             with session_scope(settings.database_url) as session:
                 if not _already(session, counterpart, sha):
                     try:
-                        dossier_ids = handler(session, store, name, data)
-                    except Exception as exc:  # a malformed reply must not block the others
+                        with session.begin_nested():  # a reply half applied is not applied at all
+                            dossier_ids = handler(session, store, name, data)
+                    except SQLAlchemyError:
+                        raise  # the database, not the reply: the batch is retried
+                    except UNREADABLE as exc:  # a malformed reply must not block the others
                         log.exception("Réponse illisible %s de %s", name, counterpart)
+                        store.put(data)  # kept (by its sha256) for whoever looks into it
                         _record(session, counterpart, name, sha, None, f"illisible: {exc}"[:32])
                         dossier_ids = []
+                    except Exception as exc:  # noqa: BLE001 - demat's own fault: the reply stays for the next pass
+                        log.exception("Réponse %s de %s non traitée (erreur de demat, nouvel essai au prochain passage)",
+                                      name, counterpart)
+                        failures.append(f"{name} ({type(exc).__name__})")
+                        continue
                     else:
                         _record(session, counterpart, name, sha, dossier_ids[0] if dossier_ids else None,
                                 "ok" if dossier_ids else "non rapproché")
@@ -74,6 +91,9 @@ def collect(settings: Settings, counterpart: str, endpoint_factory, reply_dir: s
                         result.unmatched.append(name)
             ep.mkdir_p(f"{reply_dir}/{DONE_DIR}")
             ep.move(path, f"{reply_dir}/{DONE_DIR}/{name}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} réponse(s) de « {counterpart} » laissée(s) en place après une erreur de "
+                           f"demat (les autres sont traitées) : {', '.join(failures[:10])}")
     return result
 
 
