@@ -1,6 +1,9 @@
 """Benchmark: the `demat` command line as an agent runs it (issue 15, "Speed").
 
-    .venv/bin/python bench/bench_cli.py [--mb 50] [--runs 5]
+    .venv/bin/python bench/bench_cli.py [--mb 50] [--runs 5] [--tree DIR]
+
+(--tree DIR: the same measures on another checkout, e.g. `git archive HEAD | tar -x -C DIR`, to
+compare against the committed code on the same loaded machine.)
 
 Two measures, each command in its own child process through a minimal launcher that reads
 resource.getrusage(RUSAGE_CHILDREN) (wall time, CPU time, peak RSS of that child alone):
@@ -52,10 +55,16 @@ print(json.dumps({"wall": wall, "cpu": u.ru_utime + u.ru_stime, "maxrss_kib": u.
 """
 
 
+TREE: Path | None = None  # --tree: measure the demat of another checkout (A/B against a commit)
+
+
 def measure(cmd: list[str]) -> dict:
     """Wall, CPU and peak RSS of one child process running cmd (its output discarded)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # cached bytecode, as a user has
-    p = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], cwd=ROOT, capture_output=True, check=True, env=env)
+    cwd = ROOT
+    if TREE is not None and cmd[:3] == [sys.executable, "-m", "flows.cli"]:
+        cwd = TREE  # `python -m` puts the working directory first on sys.path: that tree's flows
+    p = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], cwd=cwd, capture_output=True, check=True, env=env)
     lines = p.stdout.decode().strip().splitlines()
     fig = json.loads(lines[-1])
     return {"wall": fig["wall"], "cpu": fig["cpu"], "rss_mb": fig["maxrss_kib"] * 1024 / MIB, "rc": fig["rc"]}
@@ -68,6 +77,8 @@ def figure(name: str, value: float, unit: str, baseline: float | None, note: str
 
 
 def demat_cmd() -> list[str]:
+    if TREE is not None:
+        return [sys.executable, "-m", "flows.cli"]
     exe = Path(sys.executable).with_name("demat")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
 
@@ -80,13 +91,17 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_CLI_MB", "50")))
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tree", help="measure the demat of this checkout instead (e.g. `git archive HEAD` extracted)")
     args = ap.parse_args()
+    global TREE
+    TREE = Path(args.tree).resolve() if args.tree else None
 
     from flows.config import load_config
     from flows.helios.generate import generate_pes, generate_pes_file
 
     coll = load_config(ROOT / "flows" / "config" / "demo.yaml").collectivites[0]
-    raw: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "load_start": load(), "runs": args.runs}
+    raw: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "load_start": load(), "runs": args.runs,
+                 "tree": str(TREE or ROOT)}
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-cli-", dir=os.environ.get("BENCH_TMPDIR")) as tmp:
         small = Path(tmp) / "PES_PETIT.xml"
@@ -155,7 +170,7 @@ def main() -> int:
     raw["figures"] = {"small_wall_s": s_wall, "small_cpu_s": s_cpu, "small_rss_mib": s_rss, "python_floor_s": f_wall,
                       "big_mb": size_mb, "big_speed_mb_s": speed, "xmllint_speed_mb_s": base_speed,
                       "speed_ratio": ratio}
-    out = results / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-bench_cli-raw.json"
+    out = results / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-bench_cli{'-' + TREE.name if TREE else ''}-raw.json"
     out.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"Chiffres bruts : {out.relative_to(ROOT)}")
     return 0 if ok else 1

@@ -96,6 +96,7 @@ def _database_url(layout: Layout) -> str:
 
 
 def _start_platform(layout: Layout, port: int, config: Path) -> subprocess.Popen:
+    layout.state.mkdir(parents=True, exist_ok=True)  # a first `make demo` on a new state folder
     logfile = (layout.state / "run.log").open("ab")
     log(f"demat ne tourne pas : démarrage en arrière-plan (journal : {layout.state / 'run.log'})")
     return subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(layout.state), "--port", str(port),
@@ -123,6 +124,24 @@ def _wait_ready(layout: Layout, port: int, proc: subprocess.Popen | None, timeou
         time.sleep(1)
 
 
+def answer_pending(client, answer_all) -> list[tuple[str, str]]:
+    """The official's pending approvals, answered; an API that does not answer in time (timeout,
+    refused connection, 5xx while the API server is busy) is tried again at the next round
+    instead of ending the demo."""
+    import requests
+
+    try:
+        return answer_all(client)
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        log(f"{client.username} : l'API de demat ne répond pas ({type(exc).__name__}) ; nouvel essai au prochain tour")
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status is None or status < 500:
+            raise
+        log(f"{client.username} : l'API de demat répond {status} ; nouvel essai au prochain tour")
+    return []
+
+
 def timeline(session, dossier_id: str, t0: datetime) -> str:
     from flows.dossier import service, states
 
@@ -145,6 +164,7 @@ def demo(state: Path, port: int, config_path: Path, *, timeout: float = 600) -> 
     from simulators.signer import AirflowClient, answer_all
 
     layout = Layout(state.resolve())
+    os.environ.setdefault("DEMAT_STATE", str(layout.state))  # the simulated officials find their tokens there
     proc = None
     if not _running(layout):
         proc = _start_platform(layout, port, config_path)
@@ -166,7 +186,7 @@ def demo(state: Path, port: int, config_path: Path, *, timeout: float = 600) -> 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for client in clients:
-                for run_id, option in answer_all(client):
+                for run_id, option in answer_pending(client, answer_all):
                     log(f"{client.username} : {option} ({run_id})")
             with session_scope(db_url) as session:
                 for sha in pending:

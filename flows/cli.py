@@ -176,14 +176,14 @@ def _fr_error(exc: BaseException) -> str:
 
 
 def _pes_aller(path: Path) -> Report:
-    from flows.helios.validate import validate_pes
+    from flows.helios.validate import validate_pes_with_tiers
 
-    report = validate_pes(path)
+    report, rows = validate_pes_with_tiers(path)  # one streaming pass: schema, rules and the tiers
     if all(f.layer not in ("lecture", "encodage") for f in report.errors):
         from flows.quality.gate import run_tiers_gate
 
         # the pipeline's engine choice: pandas first, Great Expectations only when pandas finds something
-        report.extend(run_tiers_gate(path, engine="auto").findings)
+        report.extend(run_tiers_gate(path, engine="auto", rows=rows).findings)
     return report
 
 
@@ -405,6 +405,8 @@ def _guard(path_arg: str, as_json: bool, fn) -> int:
     path = Path(path_arg)
     try:
         return fn(path)
+    except BrokenPipeError:
+        raise  # stdout closed by the reader (| head): main() ends quietly
     except Refused as exc:
         return _emit_refused(exc, as_json)
     except _Unreadable as exc:
@@ -538,31 +540,41 @@ def _cmd_journal(args) -> int:
     from flows.dossier.timestamp import verify_timestamps
     from flows.settings import Settings
 
-    settings = None if args.database_url and args.tsa_ca else Settings.from_env()
-    ca = Path(args.tsa_ca) if args.tsa_ca else settings.state_dir / "tsa" / "ca.pem"
+    def out(code: int, text: str, **data) -> int:
+        """The French text, or with --json one JSON document on stdout (whatever the result)."""
+        if args.json:
+            print(json.dumps({"valid": code == EXIT_VALID, "exit_code": code, **data, "message": text},
+                             ensure_ascii=False, indent=2, default=str))
+        else:
+            print(text, file=sys.stderr if code == EXIT_UNREADABLE else sys.stdout)
+        return code
+
     try:
+        settings = None if args.database_url and args.tsa_ca else Settings.from_env()
+        ca = Path(args.tsa_ca) if args.tsa_ca else settings.state_dir / "tsa" / "ca.pem"
         with session_scope(args.database_url or settings.database_url) as session:
             check = verify_chain(session)
             stamps = verify_timestamps(session, ca_file=ca) if check.ok and ca.exists() else None
     except Exception as exc:  # noqa: BLE001 - database unreachable, bad URL: exit 2, no traceback
         if os.environ.get("DEMAT_DEBUG"):
             raise
-        print(f"Erreur [BASE-INJOIGNABLE] : base de données du journal injoignable ({type(exc).__name__}).\n"
-              "    Correction : indiquez --database-url ou DEMAT_DATABASE_URL, et vérifiez que la base répond.",
-              file=sys.stderr)
-        return EXIT_UNREADABLE
+        return out(EXIT_UNREADABLE,
+                   f"Erreur [BASE-INJOIGNABLE] : base de données du journal injoignable ({type(exc).__name__}).\n"
+                   "    Correction : indiquez --database-url ou DEMAT_DATABASE_URL, et vérifiez que la base répond.",
+                   error={"rule": "BASE-INJOIGNABLE", "fix": "indiquez --database-url ou DEMAT_DATABASE_URL, "
+                          "et vérifiez que la base répond"})
+    chain = {"ok": check.ok, "entries": check.entries, "first_bad_id": check.first_bad_id, "reason": check.reason}
     if not check.ok:
-        print(f"Journal ALTÉRÉ à l'entrée {check.first_bad_id} : {check.reason}.")
-        return EXIT_INVALID
-    print(f"Journal intègre : {check.entries} entrée(s) vérifiée(s).")
+        return out(EXIT_INVALID, f"Journal ALTÉRÉ à l'entrée {check.first_bad_id} : {check.reason}.", chain=chain)
+    text = f"Journal intègre : {check.entries} entrée(s) vérifiée(s)."
     if stamps is None:
-        print(f"Horodatages non vérifiés : autorité d'horodatage introuvable ({ca}) ; indiquez --tsa-ca.")
-        return EXIT_VALID
+        return out(EXIT_VALID, text + f"\nHorodatages non vérifiés : autorité d'horodatage introuvable ({ca}) ;"
+                   " indiquez --tsa-ca.", chain=chain, timestamps=None)
+    ts = {"ok": stamps.ok, "stamped": stamps.stamped, "unstamped": stamps.unstamped, "reason": stamps.reason}
     if not stamps.ok:
-        print(f"Horodatage INVALIDE : {stamps.reason}.")
-        return EXIT_INVALID
-    print(f"Horodatages RFC 3161 valides : {stamps.stamped} ; en attente d'horodatage : {stamps.unstamped}.")
-    return EXIT_VALID
+        return out(EXIT_INVALID, text + f"\nHorodatage INVALIDE : {stamps.reason}.", chain=chain, timestamps=ts)
+    return out(EXIT_VALID, text + f"\nHorodatages RFC 3161 valides : {stamps.stamped} ; en attente d'horodatage :"
+               f" {stamps.unstamped}.", chain=chain, timestamps=ts)
 
 
 _USAGE_FR = (("the following arguments are required", "arguments obligatoires manquants"),
@@ -613,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["verify"])
     p.add_argument("--database-url")
     p.add_argument("--tsa-ca", help="certificat racine de l'autorité d'horodatage (défaut : <état>/tsa/ca.pem)")
+    p.add_argument("--json", action="store_true", help="un document JSON sur la sortie standard, quel que soit le résultat")
     p.set_defaults(func=_cmd_journal)
     return parser
 
@@ -627,7 +640,12 @@ def main(argv: list[str] | None = None) -> int:
                               "error": {"rule": "USAGE", "message": "ligne de commande invalide (détail sur la sortie d'erreur)",
                                         "fix": "demat --help"}}, ensure_ascii=False, indent=2))
         return EXIT_UNREADABLE if exc.code else EXIT_VALID
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `demat validate f | head`: the reader left, not an error of the file
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNREADABLE
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ PRELOADED = (
     "paramiko",
     "signxml",
     "pyhanko.sign",
+    "pandas",  # the tiers gate imports it lazily (small files never need it); large files and refusals do
     "flows.quality.gate",
     "flows.helios.validate",
     "flows.actes.validate",

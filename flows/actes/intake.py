@@ -80,6 +80,14 @@ def read_submission(zip_path: str | Path | bytes, *, max_total_bytes: int = DEFA
     json_files = [n for n in members if n.rsplit("/", 1)[-1].lower() == "acte.json"]
     xml_meta = [n for n in members if n.lower().endswith(".xml") and _is_acte_xml(members[n])]
     if len(json_files) + len(xml_meta) == 0:
+        refused = _refused_xml(members)
+        if refused is not None:  # the metadata may be there, but refused unread: say which file and why
+            name, why = refused
+            raise SubmissionError("XML-DANGEREUX",
+                                  f"le fichier XML « {name} » a été refusé sans être lu : {why} Aucune autre"
+                                  " métadonnée (acte.json ou XML actes:Acte) n'a été trouvée dans l'archive",
+                                  "Exportez de nouveau le XML des métadonnées sans déclaration DOCTYPE ni entités"
+                                  " (un XML actes:Acte n'en contient jamais), puis redéposez le ZIP.", name)
         raise SubmissionError("ACTES-METADONNEES-ABSENTES",
                               "l'archive ne contient pas de métadonnées (acte.json ou XML actes:Acte)",
                               "ajoutez un fichier acte.json (voir docs/actes-json.md) ou un XML actes:Acte")
@@ -138,6 +146,18 @@ def read_submission(zip_path: str | Path | bytes, *, max_total_bytes: int = DEFA
     unreferenced = [n for n in members if n != meta_name and n not in used]
     return ActeSubmission(md, document, annexes, metadata_format=fmt, metadata_file=meta_name,
                           unreferenced=unreferenced, duplicate_references=duplicates)
+
+
+def _refused_xml(members: dict[str, bytes]) -> tuple[str, str] | None:
+    """(name, French reason) of the first XML member refused as hostile (DOCTYPE, entities, size)."""
+    for name in sorted(n for n in members if n.lower().endswith(".xml")):
+        try:
+            xmlsafe.parse_bytes(members[name])
+        except xmlsafe.UnsafeXML as exc:
+            return name, str(exc)
+        except etree.XMLSyntaxError:
+            continue
+    return None
 
 
 def _is_acte_xml(data: bytes) -> bool:

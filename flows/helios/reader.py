@@ -268,8 +268,12 @@ def _drop(el: etree._Element) -> None:
 class PesStreamReader:
     """Turns "end" events of container elements into PES items. Feed it every such element."""
 
-    def __init__(self, *, read_tiers: bool = True) -> None:
+    def __init__(self, *, read_tiers: bool = True, tiers_rows: list | None = None) -> None:
         self.read_tiers = read_tiers  # False: only count the Tiers blocks (faster, for the validator)
+        # A list given here receives one row per Tiers occurrence, in flows.quality.extract's
+        # COLUMNS order: the validator's pass then feeds the tiers gate (the file is read once).
+        self.tiers_rows = tiers_rows
+        self._tiers_cache = None
         self.parametres: etree._Element | None = None
         self._params: dict[str, str | None] = {}
         self.domain: str | None = None
@@ -399,6 +403,8 @@ class PesStreamReader:
                 n += 1
                 lignes.append(self._ligne(child, n, self.read_tiers))
         info = _values(info_el)
+        if self.tiers_rows is not None:
+            self._tiers_rows(el, domain, lignes)
         return Piece(
             domain=domain,
             bordereau_index=self.bordereau_count,
@@ -411,6 +417,39 @@ class PesStreamReader:
             lignes=lignes,
             line=el.sourceline,
         )
+
+    def _tiers_rows(self, el: etree._Element, domain: str, lignes: list[Ligne]) -> None:
+        """Rows of the tiers gate for the Tiers of this pièce (same values as iter_tiers_rows)."""
+        if self._tiers_cache is None:
+            from flows.quality.extract import TiersCache
+
+            self._tiers_cache = TiersCache()
+        tiers_row = self._tiers_cache.row
+        idpce = None  # as the gate's reader: the last IdPce of BlocPiece (recette) or BlocPiece/InfoPce
+        for bloc in el:
+            if bloc.tag == "BlocPiece":
+                for c in bloc:
+                    if c.tag == "IdPce":
+                        idpce = c.get("V")
+                    elif c.tag == "InfoPce":
+                        for cc in c:
+                            if cc.tag == "IdPce":
+                                idpce = cc.get("V")
+        head = self.current_head
+        if head is None or head.index != self.bordereau_count:
+            head = None
+        idbord, exer = (head.idbord, head.exer) if head is not None else (None, None)
+        k = 0
+        for child in el:
+            if child.tag != "LigneDePiece":
+                continue
+            idligne = lignes[k].idligne
+            k += 1
+            position = 0
+            for t in child:
+                if t.tag == "Tiers":
+                    position += 1
+                    self.tiers_rows.append(tiers_row(t, domain, idbord, exer, idpce, idligne, position))
 
     @staticmethod
     def _ligne(lp: etree._Element, n: int, read_tiers: bool = True) -> Ligne:

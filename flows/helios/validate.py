@@ -658,7 +658,23 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
     collectivité). ``max_bytes``: files above it are not read at all (PES-TAILLE); above 128 MiB
     a warning says Hélios will probably refuse the upload.
     """
-    path = Path(path)
+    return _validate(Path(path), known_nomfics, max_bytes, None)[0]
+
+
+def validate_pes_with_tiers(
+    path: str | Path, *, known_nomfics: set[str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[Report, list[list] | None]:
+    """validate_pes, plus the tiers rows the tiers gate checks, collected by the same streaming
+    pass (flows.quality.extract's COLUMNS order): the file is read once, not twice. Pass them to
+    ``flows.quality.gate.run_tiers_gate(path, rows=...)``. The rows are None when the pass could
+    not read the whole file as a PES_Aller (refused, malformed, other root): the gate then reads
+    the file itself and says why it cannot."""
+    rows: list[list] = []
+    report, whole = _validate(Path(path), known_nomfics, max_bytes, rows)
+    return report, rows if whole else None
+
+
+def _validate(path: Path, known_nomfics: set[str] | None, max_bytes: int, tiers_rows: list | None) -> tuple[Report, bool]:
     if not path.is_file():
         raise UnreadableFile(f"Fichier introuvable : {path}")
     size = path.stat().st_size
@@ -676,7 +692,7 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
                 layer="lecture",
             )
         )
-        return report
+        return report, False
     if size > HELIOS_UPLOAD_CAP:
         report.add(
             Finding(
@@ -703,14 +719,14 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
                 line=head[: head.upper().find(b"<!DOCTYPE")].count(b"\n") + 1,
             )
         )
-        return report
+        return report, False
 
     declared, enc_findings = check_encoding(path)
     report.extend(enc_findings)
     report.summary["encodage"] = declared or "utf-8 (implicite)"
 
     collector = PesCollector(known_nomfics)
-    reader = PesStreamReader(read_tiers=False)
+    reader = PesStreamReader(read_tiers=False, tiers_rows=tiers_rows)
     # lxml's iterparse with schema=... may stop silently on a well-formedness error (truncated
     # file): we also listen to the root's "end" event, and a file whose root never ends is
     # re-read without schema to name the syntax error.
@@ -734,7 +750,7 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
         complete = False
     except xmlsafe.UnsafeXML as exc:
         report.add(Finding("XML-DANGEREUX", str(exc), "Retirer la DTD du fichier.", layer="lecture"))
-        return report
+        return report, False
     log = list(it.error_log)  # (the exception's own error_log may carry errors of earlier parses)
     schema_messages = [e.message for e in log if e.domain_name in ("SCHEMASV", "SCHEMASP")]
     malformed = None if complete else _wellformedness_error(path)
@@ -762,7 +778,7 @@ def validate_pes(path: str | Path, *, known_nomfics: set[str] | None = None, max
     report.summary["schema"] = "conforme" if not schema_messages and malformed is None else "non conforme"
     if malformed is None and (collector.signed_bordereaux or collector.global_signature):
         report.extend(check_signatures(path))
-    return report
+    return report, malformed is None and root_name == "PES_Aller"
 
 
 # Signature rules that validate_pes leaves to its own checks (PES-INFODEMAT names unsigned bordereaux).

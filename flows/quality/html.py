@@ -6,9 +6,9 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 if TYPE_CHECKING:
+    import pandas as pd
+
     from flows.quality.gate import QualityResult
 
 _CSS = """

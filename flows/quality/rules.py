@@ -17,14 +17,18 @@ import csv
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pandas as pd
 import yaml
 
-from flows.quality import checks
-from flows.quality.extract import BLOCK_COLUMNS, TIERS_FIELDS, bank_signatures, tiers_keys
+from flows.quality.extract import BLOCK_COLUMNS, TIERS_FIELDS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+# numpy / pandas are imported inside the functions that use them: the row-wise engine
+# (flows.quality.rowwise) reads the same declarations without paying pandas' import.
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "quality"
 
@@ -63,6 +67,23 @@ class Cond:
             return s.isna()
         raise ValueError(f"opérateur inconnu {self.op}")
 
+    def holds(self, rec: dict) -> bool:
+        """The same condition on one prepared record (the row-wise engine; None is missing)."""
+        v = rec[self.column]
+        if self.op == "==":
+            return v is not None and v == self.value
+        if self.op == "!=":
+            return v is None or v != self.value
+        if self.op == "in":
+            return v is not None and v in self.value
+        if self.op == "not in":
+            return v is None or v not in self.value
+        if self.op == "notnull":
+            return v is not None
+        if self.op == "isnull":
+            return v is None
+        raise ValueError(f"opérateur inconnu {self.op}")
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -84,6 +105,9 @@ class Rule:
     def failing(self, df: pd.DataFrame) -> pd.Series:
         """Boolean mask of the occurrences violating the rule (the plain-pandas semantics, which
         mirror GE's: map expectations other than not_null/null ignore missing values)."""
+        import numpy as np
+        import pandas as pd
+
         s = df[self.column]
         present = s.notna().to_numpy()
         if self.kind == "not_null":
@@ -110,8 +134,53 @@ class Rule:
         return pd.Series(bad, index=df.index)
 
 
+    def fails(self, rec: dict) -> bool:
+        """Whether one prepared record violates the rule: `failing`'s semantics on a single
+        record, for the row-wise engine (flows.quality.rowwise; equality proven by
+        tests/unit/quality/test_rowwise.py)."""
+        for cond in self.when:
+            if not cond.holds(rec):
+                return False
+        v = rec[self.column]
+        kind = self.kind
+        if kind == "not_null":
+            return v is None
+        if v is None:  # the other kinds ignore missing values (GE's map expectations)
+            return False
+        if kind == "null":
+            return True
+        if kind == "regex":
+            return _search(self.param, str(v)) is None
+        if kind == "not_regex":
+            return _search(self.param, str(v)) is not None
+        if kind == "max_len":
+            return len(str(v)) > self.param
+        if kind == "in_set":
+            return v not in self.param
+        if kind == "not_in_set":
+            return v in self.param
+        if kind == "true":
+            return v != True  # noqa: E712  (as failing: a flag column compared to the literal)
+        raise ValueError(kind)  # pragma: no cover - guarded by Kind
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str):
+    import re
+
+    return re.compile(pattern)
+
+
+def _search(pattern: str, text: str):
+    """pandas' str.contains(regex=True) is re.search with no flags."""
+    return _compiled(pattern).search(text)
+
+
 def _text_op(s: pd.Series, fn) -> np.ndarray:
     """A string predicate over a column, evaluated once per category for Categorical columns."""
+    import numpy as np
+    import pandas as pd
+
     if isinstance(s.dtype, pd.CategoricalDtype):
         cats = pd.Series(s.cat.categories.astype(object), dtype=object)
         res = fn(cats.astype(str)).fillna(False).to_numpy(dtype=bool)
@@ -175,6 +244,9 @@ def _obj(s: pd.Series) -> pd.Series:
 
 def _blank_to_none(s: pd.Series) -> pd.Series:
     """Whitespace-only values become None (tested once per distinct value)."""
+    import numpy as np
+    import pandas as pd
+
     s = _obj(s)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     blank_u = np.fromiter((isinstance(v, str) and not v.strip() for v in uniques), dtype=bool, count=len(uniques))
@@ -186,20 +258,24 @@ def _blank_to_none(s: pd.Series) -> pd.Series:
     return s.where(~blank, None)
 
 
+ID_FORMATS = {  # NatIdTiers -> the form of IdTiers (full match), for the types Hélios does not key-check
+    "05": r"[A-Za-z0-9]{4,18}",  # TVA intracommunautaire
+    "06": r".{1,18}",  # hors UE
+    "07": r"[A-Za-z0-9]{9}",  # TAHITI
+    "08": r"[0-9]{9,10}",  # RIDET
+    "09": r".{1,80}",  # en cours d'immatriculation
+    "10": r"FRWF.{0,14}",  # FRWF
+    "11": r"[0-9]{5}.{0,75}",  # IREP
+    "12": r"[0-9]{13}",  # NFP
+}
+
+
 def _id_format_valid(nat: pd.Series, ident: pd.Series) -> pd.Series:
     """Lengths of the identifiers Hélios does not key-check (XSD annotation of IdTiers)."""
-    patterns = {
-        "05": r"[A-Za-z0-9]{4,18}",  # TVA intracommunautaire
-        "06": r".{1,18}",  # hors UE
-        "07": r"[A-Za-z0-9]{9}",  # TAHITI
-        "08": r"[0-9]{9,10}",  # RIDET
-        "09": r".{1,80}",  # en cours d'immatriculation
-        "10": r"FRWF.{0,14}",  # FRWF
-        "11": r"[0-9]{5}.{0,75}",  # IREP
-        "12": r"[0-9]{13}",  # NFP
-    }
+    import pandas as pd
+
     out = pd.Series(True, index=ident.index)
-    for code, pattern in patterns.items():
+    for code, pattern in ID_FORMATS.items():
         sel = nat == code
         if sel.any():
             out[sel] = ident[sel].str.fullmatch(pattern, na=False).astype(bool).to_numpy()
@@ -209,6 +285,9 @@ def _id_format_valid(nat: pd.Series, ident: pd.Series) -> pd.Series:
 def unique_rows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(inverse, first): `first` holds the position of the first occurrence of each distinct row
     of `frame`, `inverse` maps every row to its distinct row. Missing values compare equal."""
+    import numpy as np
+    import pandas as pd
+
     n = len(frame)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -231,6 +310,8 @@ def unique_rows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _on_subset(fn, where: pd.Series, *series: pd.Series) -> pd.Series:
     """fn (a vectorised check) evaluated only on the rows where it applies; False elsewhere."""
+    import pandas as pd
+
     out = pd.Series(False, index=where.index)
     sel = where.to_numpy(dtype=bool)
     if sel.any():
@@ -240,6 +321,11 @@ def _on_subset(fn, where: pd.Series, *series: pd.Series) -> pd.Series:
 
 def _prepare_records(rec: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Field-level normalisation and checks of distinct tiers records (no file context)."""
+    import pandas as pd
+
+    from flows.quality import checks
+    from flows.quality.extract import bank_signatures, tiers_keys
+
     out = pd.DataFrame({c: _blank_to_none(rec[c]) for c in rec.columns}, index=rec.index)
     nat, ident = out["NatIdTiers"], out["IdTiers"]
     has_ident = ident.notna()
@@ -284,6 +370,9 @@ def prepare(df: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
     A file repeats the same tiers on many lignes, so the field-level work runs once per distinct
     tiers record and is broadcast back; only the file-level consistency runs on every occurrence.
     """
+    import numpy as np
+    import pandas as pd
+
     params = params or load_params()
     fields = [c for c in TIERS_FIELDS + BLOCK_COLUMNS if c in df.columns]
     missing = [c for c in TIERS_FIELDS + BLOCK_COLUMNS if c not in df.columns]
@@ -322,6 +411,8 @@ def prepare(df: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
 def _distinct_per_key(key: np.ndarray, value: np.ndarray, n_keys: int) -> np.ndarray:
     """For each occurrence, how many distinct non-missing values its key carries in the file
     (0 where the key or the value is missing: nothing to compare)."""
+    import numpy as np
+
     out = np.zeros(len(key), dtype=np.int64)
     ok = (key >= 0) & (value >= 0)
     if not ok.any():

@@ -383,12 +383,13 @@ def test_missing_file_directory_and_usage_errors_exit_2(tmp_path):
 
 
 def test_clean_pes_never_imports_great_expectations(files):
-    """The pipeline's engine choice: pandas first; a clean file never pays Great Expectations' import."""
+    """The pipeline's engine choice: a small clean file goes through the row-wise engine, and never
+    pays the import of Great Expectations, nor of pandas (issue 15's speed targets)."""
     probe = ("import sys\nfrom flows.cli import main\ncode = main(['validate', sys.argv[1]])\n"
              "print(code, 'great_expectations' in sys.modules, 'pandas' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", probe, str(files["pes_aller.xml"])], capture_output=True, text=True,
                        cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert p.stdout.strip().splitlines()[-1] == "0 False True", p.stdout + p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "0 False False", p.stdout + p.stderr
 
 
 def test_real_demat_executable_keeps_the_contract(files, hostile_files):
@@ -400,3 +401,72 @@ def test_real_demat_executable_keeps_the_contract(files, hostile_files):
                            cwd=ROOT)
         assert p.returncode == expected and "Traceback" not in p.stderr, p.stdout + p.stderr
         assert json.loads(p.stdout)["exit_code"] == expected
+
+
+def test_journal_verify_json(demat_db, tmp_path):
+    """`demat journal verify --json`: one JSON document whatever the outcome (intact, forged,
+    unreachable database), the same exit codes as the text output."""
+    from sqlalchemy import text
+
+    from flows.dossier import service
+    from flows.dossier.db import session_scope
+
+    with session_scope(demat_db) as s:
+        d = service.create(s, collectivite="saint-sever", flow="actes", original_name="a.zip", sha256="f" * 64, size=3)
+        service.transition(s, d, "valide", message="Document valide.")
+    code, out, err = run("journal", "verify", "--json", "--database-url", demat_db, "--tsa-ca", str(tmp_path / "absent.pem"))
+    _no_traceback(out, err)
+    doc = _json(out)
+    assert code == 0 and doc["valid"] is True and doc["exit_code"] == 0
+    assert doc["chain"]["ok"] is True and doc["chain"]["entries"] >= 2 and doc["timestamps"] is None
+    assert "Journal intègre" in doc["message"]
+    with session_scope(demat_db) as s:
+        s.execute(text("UPDATE journal SET message = 'Document refusé.' WHERE id = (SELECT max(id) FROM journal)"))
+    code, out, err = run("journal", "verify", "--json", "--database-url", demat_db, "--tsa-ca", str(tmp_path / "absent.pem"))
+    doc = _json(out)
+    assert code == 1 and doc["valid"] is False and doc["chain"]["ok"] is False
+    assert doc["chain"]["first_bad_id"] is not None and "ALTÉRÉ" in doc["message"]
+    code, out, err = run("journal", "verify", "--json", "--database-url", "postgresql+psycopg://x:y@127.0.0.1:1/none",
+                         "--tsa-ca", str(tmp_path / "absent.pem"))
+    _no_traceback(out, err)
+    doc = _json(out)
+    assert code == 2 and doc["error"]["rule"] == "BASE-INJOIGNABLE" and "y@" not in out  # no secret echoed
+
+
+@pytest.mark.parametrize("prolog", [
+    b'<!DOCTYPE actes:Acte [<!ENTITY x "y">]>',
+    b'<!DOCTYPE actes:Acte SYSTEM "http://example.invalid/acte.dtd">',
+])
+def test_acte_zip_whose_metadata_carries_a_doctype_names_it(tmp_path, prolog):
+    """The metadata XML of an acte ZIP with a DOCTYPE is refused unread; the agent is told which
+    file and why (not 'no metadata'), by the validator and by `demat validate`."""
+    import zipfile
+
+    from flows.actes.generate import generate_acte_zip
+    from flows.actes.validate import validate_acte_zip
+    from flows.config import load_config
+
+    coll = load_config(Path(__file__).resolve().parents[2] / "flows" / "config" / "demo.yaml").collectivites[0]
+    clean = generate_acte_zip(collectivite=coll, numero="2026-DT1", metadata_format="xml")
+    zin = zipfile.ZipFile(io.BytesIO(clean))
+    out = tmp_path / "acte_doctype.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "acte.xml":
+                data = _with_prolog(data, prolog)
+            z.writestr(name, data)
+    report = validate_acte_zip(out, coll)
+    assert [f.rule for f in report.errors] == ["XML-DANGEREUX"]
+    f = report.errors[0]
+    assert "acte.xml" in f.message and "DOCTYPE" in f.message and f.value == "acte.xml"
+    assert "pas de métadonnées" not in f.message and "DOCTYPE" in f.fix
+    code, text_out, err = run("validate", "--json", str(out))
+    _no_traceback(text_out, err)
+    doc = _json(text_out)
+    assert code == 2 and any(x["rule"] == "XML-DANGEREUX" and "acte.xml" in x["message"] for x in doc["findings"])  # hostile: 2
+    # a ZIP without any metadata still says so
+    bare = tmp_path / "sans.zip"
+    with zipfile.ZipFile(bare, "w") as z:
+        z.writestr("acte.pdf", zin.read([n for n in zin.namelist() if n.endswith(".pdf")][0]))
+    assert [f.rule for f in validate_acte_zip(bare, coll).errors] == ["ACTES-METADONNEES-ABSENTES"]
