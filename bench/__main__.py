@@ -1,6 +1,8 @@
 """`python -m bench` (`make bench`): run every bench/bench_*.py, print one table, update bench/RESULTS.md.
 
     .venv/bin/python -m bench [--quick] [--only NAME ...] [--skip NAME ...] [--no-write]
+    .venv/bin/python -m bench --only NAME --args "--batch 500 ..."   (one benchmark, its own arguments;
+        a single word is written --args=--quick)
 
 Each benchmark runs as a subprocess with its default sizes (`--quick`: smaller sizes, so the whole
 run fits in about 15 minutes) and a time-out; its FIGURE lines
@@ -32,7 +34,7 @@ MARKER = "<!-- bench:runs -->"
 QUICK_ARGS: dict[str, list[str]] = {
     "bench_pes_validate": ["50"],
     "bench_tiers_gate": ["100000"],
-    "bench_sign": ["--bordereaux", "50", "--baseline-samples", "20", "--repeat", "1"],
+    "bench_sign": ["--bordereaux", "50", "--baseline-samples", "20", "--repeat", "3"],
     "bench_seda_package": ["--mb", "20", "--runs", "1"],
     "bench_floor": ["--dossiers", "10"],
     "bench_platform": ["--quick"],
@@ -99,8 +101,14 @@ def discover() -> list[str]:
     return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
 
 
-def run_one(name: str, quick: bool, logdir: Path) -> Outcome:
-    args = QUICK_ARGS.get(name, []) if quick else []
+def bench_args(name: str, quick: bool, override: list[str] | None) -> list[str]:
+    if override is not None:
+        return override
+    return QUICK_ARGS.get(name, []) if quick else []
+
+
+def run_one(name: str, quick: bool, logdir: Path, override: list[str] | None = None) -> Outcome:
+    args = bench_args(name, quick, override)
     timeout = (QUICK_TIMEOUT_S if quick else TIMEOUT_S).get(name, 300 if quick else 1800)
     cmd = [sys.executable, str(BENCH / f"{name}.py"), *args]
     load = loadavg()
@@ -141,7 +149,7 @@ def record_raw(o: Outcome, quick: bool, started: datetime, info: dict, args: lis
     path = RAW / f"{started:%Y%m%d-%H%M%S}-{o.name}.json"
     keys = ["name", "value", "unit", "baseline", "ratio", "note"]
     path.write_text(json.dumps({
-        "benchmark": o.name, "started": started.isoformat(), "sizes": "quick" if quick else "full",
+        "benchmark": o.name, "started": started.isoformat(), "sizes": ("custom" if args != bench_args(o.name, quick, None) else "quick" if quick else "full"),
         "args": args, "status": o.status, "seconds": round(o.seconds, 1), "commit": git_head(),
         "machine": info, "load_at_start": o.load_start, "load_at_end": loadavg(),
         "figures": [dict(zip(keys, (f + ["-"] * 6)[:6], strict=True)) for f in o.figures],
@@ -181,10 +189,12 @@ def md_table(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def write_results(outcomes: list[Outcome], quick: bool, started: datetime, load0: str, info: dict) -> None:
+def write_results(outcomes: list[Outcome], quick: bool, started: datetime, load0: str, info: dict,
+                  override: list[str] | None = None) -> None:
     rows = rows_of(outcomes)
+    sizes = f"sizes `{' '.join(override)}`" if override is not None else f"{'quick' if quick else 'full'} sizes"
     block = [
-        f"## Run of {started:%Y-%m-%d %H:%M} UTC ({'quick' if quick else 'full'} sizes)",
+        f"## Run of {started:%Y-%m-%d %H:%M} UTC ({sizes})",
         "",
         f"- commit: `{git_head()}`",
         f"- machine: {info.get('nproc')} CPU(s) available, {info.get('memory', '?')}, {info.get('cpu', '?')}, "
@@ -217,7 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="benchmark names (bench_xxx or xxx)")
     ap.add_argument("--skip", nargs="*", default=[])
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument("--args", help="the arguments of the one benchmark named by --only (recorded in its raw JSON)")
     args = ap.parse_args(argv)
+    override = None
+    if args.args is not None:
+        import shlex
+
+        if not args.only or len(args.only) != 1:
+            ap.error("--args needs exactly one benchmark named by --only")
+        override = shlex.split(args.args)
 
     def norm(n: str) -> str:
         return n if n.startswith("bench_") else f"bench_{n}"
@@ -235,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
           f"load {load0}; {info}", file=sys.stderr, flush=True)
     outcomes = []
     for n in names:
-        o = run_one(n, args.quick, logdir)
+        o = run_one(n, args.quick, logdir, override)
         outcomes.append(o)
         if not args.no_write:
-            raw = record_raw(o, args.quick, started, info, QUICK_ARGS.get(n, []) if args.quick else [])
+            raw = record_raw(o, args.quick, started, info, bench_args(n, args.quick, override))
             print(f"[bench] raw figures: {raw.relative_to(ROOT)}", file=sys.stderr, flush=True)
     print()
     print(text_table(rows_of(outcomes)))
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if o.status != "ok":
             print(f"\n{o.name}: {o.status}\n{o.tail}")
     if not args.no_write:
-        write_results(outcomes, args.quick, started, load0, info)
+        write_results(outcomes, args.quick, started, load0, info, override)
         print(f"\n[bench] {RESULTS.relative_to(ROOT)} updated", file=sys.stderr)
     return 0 if all(o.status == "ok" for o in outcomes) else 1
 

@@ -98,16 +98,47 @@ def make_docs(n: int, stamp: str, *, mix: str = "mixed", config_path: Path = DEM
     return docs
 
 
+def automatic_config(target: Path) -> Path:
+    """The demo configuration with every circuit automatic: one AUTO step naming the circuit's signer
+    (signed with that official's certificate, nobody answers). The issue's benchmark circuit, used by
+    bench_platform, bench_history, bench_celery and the floor alike."""
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    for coll in data["collectivites"]:
+        for doc_type, steps in coll.get("circuits", {}).items():
+            signer = next((s["official"] for s in steps if s["kind"] == "SIGNATURE"), None)
+            coll["circuits"][doc_type] = [{"kind": "AUTO", **({"official": signer} if signer else {})}]
+    target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return target
+
+
+INBOX_SETTINGS = ("DEMAT_INBOX_EVENTS", "DEMAT_INBOX_MIN_AGE", "DEMAT_INBOX_SAFETY_AGE", "DEMAT_INBOX_POLL")
+
+
+def settings_note(env: dict[str, str] | None = None) -> str:
+    """The inbox settings a platform benchmark ran with (its environment over ours), for its figures'
+    notes: the platform's defaults said as such, anything else named."""
+    from flows.settings import Settings
+
+    seen = {**os.environ, **(env or {})}
+    changed = [f"{n}={seen[n]}" for n in INBOX_SETTINGS if seen.get(n)]
+    d = Settings.__dataclass_fields__
+    return ("inbox at NON-DEFAULT settings " + ", ".join(changed)) if changed else (
+        f"inbox at default settings (events auto, min age {d['inbox_min_age'].default:g} s)")
+
+
 # --------------------------------------------------------------------------------------------- simulators
 class SimulatorProcess:
     """`python -m simulators` in a temporary state, answering at once (delay 0), loopback only."""
 
-    def __init__(self, state: Path, *, delay: float = 0.0, later_delay: float = 0.0, config: Path = DEMO_CONFIG):
+    def __init__(self, state: Path, *, delay: float = 0.0, later_delay: float = 0.0, config: Path = DEMO_CONFIG,
+                 extra_args: tuple[str, ...] = ()):
         self.state = Path(state)
         self.state.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.args = [sys.executable, "-m", "simulators", "--state", str(self.state), "--config", str(config),
-                     "--host", "127.0.0.1", "--delay", str(delay), "--later-delay", str(later_delay)]
+                     "--host", "127.0.0.1", "--delay", str(delay), "--later-delay", str(later_delay), *extra_args]
 
     def __enter__(self) -> SimulatorProcess:
         endpoints = self.state / "simulators" / "endpoints.json"
@@ -150,6 +181,8 @@ def component_of(cmd: str) -> str:
         return "postgres"
     if "-m simulators" in cmd:
         return "simulators"
+    if "clamd" in cmd.split(" ", 1)[0]:
+        return "antivirus"
     if "embedded run" in cmd:
         return "launcher"
     if "LocalExecutor" in cmd or cmd.startswith("airflow worker --"):

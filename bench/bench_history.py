@@ -13,6 +13,10 @@ Starts its own platform (like bench_platform: automatic circuits, simulators ans
   retention the nightly retention job's own code (plugins/demat_airflow/retention.py: finished runs of
             final dossiers older than 30 days, periodic runs older than 3 days through `airflow db
             clean`): its duration and what it deleted; then the same measurements again.
+Each phase also carries a batch of --batch mixed dossiers to "archivé" (throughput, counting only
+the archived; `..._not_archived` says how many did not), so the issue's "reaction and throughput
+unchanged within 10 % with 100,000 finished dossiers" is read from one run. The platform runs at
+its default inbox settings (inotify; said in each reaction figure's note).
 The baseline of each "history" and "after retention" figure is the "empty" figure of the same run.
 Prints FIGURE lines.
 """
@@ -30,8 +34,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, figure, loadavg, log, make_docs  # noqa: E402
-from bench_platform import Deadline, Platform, automatic_config, med, pct, phase_reaction, wait_quiet  # noqa: E402
+from _common import ROOT, automatic_config, figure, loadavg, log, make_docs, settings_note  # noqa: E402
+from bench_platform import (  # noqa: E402
+    Deadline,
+    Platform,
+    med,
+    pct,
+    phase_reaction,
+    wait_quiet,
+    wait_tracked,
+)
 
 HIST_ID = "'hist-' || lpad(g::text, 7, '0')"  # the seeded dossier ids; their runs are dossier__<id>
 HIST_RUN = "'dossier__' || " + HIST_ID
@@ -176,6 +188,20 @@ def measure(platform: Platform, docs, spacing: float, label: str) -> dict:
             "rest": rest_list_latency(platform), "note": r["note"]}
 
 
+def measure_batch(platform: Platform, docs, label: str, timeout: float = 900) -> dict:
+    """B mixed dossiers dropped at once: dossiers/h to "archivé", counting only the archived."""
+    log(f"{label}: batch of {len(docs)} (load {loadavg()})")
+    load0 = loadavg()
+    dropped = [(d, d.drop(platform.state / "inbox")) for d in docs]
+    t0 = min(t for _, t in dropped)
+    info = wait_tracked(platform, dropped, "archive", timeout, f"{label} batch")
+    archived = [info[d.sha256]["times"]["archive"] for d, _ in dropped
+                if d.sha256 in info and "archive" in info[d.sha256]["times"]]
+    span = (max(archived) - t0) if archived else None
+    return {"throughput": len(archived) / span * 3600 if span else None, "not_archived": len(docs) - len(archived),
+            "note": f"{len(archived)}/{len(docs)} archived; load {load0} -> {loadavg()}"}
+
+
 def run_retention(platform: Platform) -> tuple[float, dict]:
     """The nightly job's own function, with the platform's databases and `airflow` environment."""
     sys.path.insert(0, str(ROOT / "plugins"))
@@ -202,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--periodic", type=int)
     ap.add_argument("--reaction", type=int)
     ap.add_argument("--spacing", type=float, default=2.5)
+    ap.add_argument("--batch", type=int, help="mixed dossiers carried to \"archivé\" in each phase (throughput)")
     ap.add_argument("--max-minutes", type=float, default=60)
     args = ap.parse_args(argv)
     n_hist = args.history if args.history is not None else (20_000 if args.quick else 100_000)
     n_periodic = args.periodic if args.periodic is not None else (5_000 if args.quick else 20_000)
     n_react = args.reaction if args.reaction is not None else (10 if args.quick else 20)
+    n_batch = args.batch if args.batch is not None else (10 if args.quick else 100)
 
     def on_alarm(signum, frame):
         raise Deadline(f"bench_history: overall time-out of {args.max_minutes:g} min")
@@ -217,19 +245,27 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     docs = [make_docs(n_react, f"{stamp}{i + 7}", mix="actes") for i in range(3)]
+    batches = [make_docs(n_batch, f"{stamp}{i + 4}", mix="mixed") for i in range(3)]
     platform = None
     try:
         state = Path(tempfile.mkdtemp(prefix="bench-history-"))
         log(f"starting the platform in {state} (load {loadavg()})")
-        platform = Platform.start(state, {"DEMAT_INBOX_MIN_AGE": "0.5", "DEMAT_SIM_DELAY": "0",
-                                          "DEMAT_SIM_LATER_DELAY": "0"},
+        # the platform's default inbox settings (said in every reaction figure's note)
+        inbox_note = settings_note()
+        platform = Platform.start(state, {"DEMAT_SIM_DELAY": "0", "DEMAT_SIM_LATER_DELAY": "0"},
                                   config=automatic_config(state / "bench-auto.yaml"))
         time.sleep(10)
 
         empty = measure(platform, docs[0], args.spacing, "empty")
         for key in ("start_median", "start_p95"):
-            print(figure(f"history_empty_reaction_{key}", empty[key], "s", note=empty["note"]), flush=True)
+            print(figure(f"history_empty_reaction_{key}", empty[key], "s", note=f"{inbox_note}; {empty['note']}"),
+                  flush=True)
         print(figure("history_empty_rest_runs_list", empty["rest"] * 1000, "ms"), flush=True)
+        b_empty = measure_batch(platform, batches[0], "empty") if n_batch else None
+        if b_empty:
+            print(figure("history_empty_batch_throughput_to_archive", b_empty["throughput"], "dossiers/h",
+                         note=b_empty["note"]), flush=True)
+            print(figure("history_empty_batch_not_archived", b_empty["not_archived"], "dossiers"), flush=True)
 
         log(f"history: seeding {n_hist:,} dossiers and {n_periodic:,} collection runs (load {loadavg()})")
         t = time.perf_counter()
@@ -239,12 +275,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"history seeded in {time.perf_counter() - t:.0f} s: {seeded}; tables {count_rows(platform)}")
 
         hist = measure(platform, docs[1], args.spacing, "history")
-        note = f"{n_hist:,} dossiers + {n_periodic:,} periodic runs of history; {hist['note']}"
+        note = f"{n_hist:,} dossiers + {n_periodic:,} periodic runs of history; {inbox_note}; {hist['note']}"
         for key in ("start_median", "start_p95"):
             print(figure(f"history_{n_hist // 1000}k_reaction_{key}", hist[key], "s", empty[key], note=note),
                   flush=True)
         print(figure(f"history_{n_hist // 1000}k_rest_runs_list", hist["rest"] * 1000, "ms", empty["rest"] * 1000),
               flush=True)
+        if b_empty:
+            b_hist = measure_batch(platform, batches[1], "history")
+            print(figure(f"history_{n_hist // 1000}k_batch_throughput_to_archive", b_hist["throughput"],
+                         "dossiers/h", b_empty["throughput"], note=f"{n_hist:,} dossiers of history; {b_hist['note']}"),
+                  flush=True)
+            print(figure(f"history_{n_hist // 1000}k_batch_not_archived", b_hist["not_archived"], "dossiers"),
+                  flush=True)
 
         log(f"retention: the nightly job's purge (load {loadavg()})")
         took, out = run_retention(platform)
@@ -255,10 +298,16 @@ def main(argv: list[str] | None = None) -> int:
 
         after = measure(platform, docs[2], args.spacing, "after retention")
         for key in ("start_median", "start_p95"):
-            print(figure(f"history_after_retention_reaction_{key}", after[key], "s", empty[key], note=after["note"]),
-                  flush=True)
+            print(figure(f"history_after_retention_reaction_{key}", after[key], "s", empty[key],
+                         note=f"{inbox_note}; {after['note']}"), flush=True)
         print(figure("history_after_retention_rest_runs_list", after["rest"] * 1000, "ms", empty["rest"] * 1000),
               flush=True)
+        if b_empty:
+            b_after = measure_batch(platform, batches[2], "after retention")
+            print(figure("history_after_retention_batch_throughput_to_archive", b_after["throughput"], "dossiers/h",
+                         b_empty["throughput"], note=b_after["note"]), flush=True)
+            print(figure("history_after_retention_batch_not_archived", b_after["not_archived"], "dossiers"),
+                  flush=True)
         return 0
     except Deadline as exc:
         log(str(exc))

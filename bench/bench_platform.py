@@ -10,8 +10,11 @@ once (--sim-delay 0). `--approval human` keeps the demo circuits and answers the
 API; `--inflight N` (human approval) drops N dossiers at once and leaves them at the parapheur.
 
 Starts its own platform (`python -m embedded run`) in a temporary state folder on a free loopback
-port, with the demo configuration (and DEMAT_INBOX_MIN_AGE=0.5), and stops it with SIGINT at the
-end (SIGKILL after 120 s). `--attach` uses a running platform instead (development only).
+port, with the demo configuration AT THE PLATFORM'S DEFAULT INBOX SETTINGS (inotify where the
+filesystem gives events, 2 s stability wait otherwise), and stops it with SIGINT at the end (SIGKILL
+after 120 s). `--inbox-min-age S` (or DEMAT_INBOX_* in the environment) changes them: the reaction
+and e2e figures are then renamed `..._nondefault_inbox` and their note says which setting.
+`--attach` uses a running platform instead (development only).
 
 Phases (documents from flows.helios.generate / flows.actes.generate, unique numero / nomfic):
   idle      the platform's background CPU per second before any drop (scheduler loops, the
@@ -24,9 +27,13 @@ Phases (documents from flows.helios.generate / flows.actes.generate, unique nume
   batch     B mixed dossiers dropped at once: dossiers/hour to "archivé" (and to "transmis"),
             CPU-seconds per dossier of the platform's processes (psutil, by component), peak RSS
             and PSS (sum, sampled every second), task instances run per dossier (Airflow's DB);
-  floor     the same B documents through bench_floor's plain loop after the platform is stopped:
-            demat's own CPU per dossier (the rest of the platform's CPU is orchestration overhead)
-            and the floor's throughput (the baseline of the throughput figure).
+  floor     the same B documents through bench_floor's pipeline floor after the platform is stopped:
+            the platform's own steps (same circuit, PostgreSQL, store, journal, signatures, answers
+            collected, SEDA deposits) without Airflow. Its throughput to "archivé" is the baseline
+            of the throughput figures; platform CPU − floor CPU is named "orchestration" (Airflow's
+            own cost). Throughput counts only what reached the state, out of what was dropped
+            (`batch_not_archived` says how many did not). CPU per dossier is written by component
+            for both (`batch_cpu_per_dossier_<component>`, `floor_cpu_per_dossier_<component>`).
 The counterpart simulators are the platform's own, answering after --sim-delay seconds (`make run`
 defaults: first answer after 2 s, SAE reply after 30 s); the collection DAG's period (20 s) is inside
 the archived figures.
@@ -53,7 +60,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEMO_CONFIG, ROOT, Doc, TreeMeter, cpu_delta, figure, loadavg, log, make_docs  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    Doc,
+    TreeMeter,
+    automatic_config,
+    cpu_delta,
+    figure,
+    loadavg,
+    log,
+    make_docs,
+    settings_note,
+)
 
 from embedded.demo import stop_launcher  # noqa: E402
 
@@ -200,20 +218,6 @@ class Platform:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def automatic_config(target: Path) -> Path:
-    """The demo configuration with every circuit automatic: one AUTO step naming the circuit's signer
-    (signed with that official's certificate, nobody answers). Used by the benchmark only."""
-    import yaml
-
-    data = yaml.safe_load(DEMO_CONFIG.read_text())
-    for coll in data["collectivites"]:
-        for doc_type, steps in coll.get("circuits", {}).items():
-            signer = next((s["official"] for s in steps if s["kind"] == "SIGNATURE"), None)
-            coll["circuits"][doc_type] = [{"kind": "AUTO", **({"official": signer} if signer else {})}]
-    target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
-    return target
-
-
 class Approver(threading.Thread):
     """Answers every parapheur step as the assigned official (simulators.signer), after `settle` seconds."""
 
@@ -451,7 +455,8 @@ def phase_batch(platform, sampler: Sampler, docs: list[Doc], timeout: float) -> 
     rss, pss = r["peak"]
     return {
         "n": n, "states": r["states"], "t0": t0, "wall": r["t_end"] - t0,
-        "archived": len(archived), "span_archive": (max(archived) - t0) if archived else None,
+        "archived": len(archived), "transmitted": len(transmitted), "acquitted": len(acked),
+        "span_archive": (max(archived) - t0) if archived else None,
         "span_transmis": (max(transmitted) - t0) if transmitted else None,
         "span_acquitte": (max(acked) - t0) if acked else None,
         "sae_wait_median": med(waits),
@@ -489,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the simulators' answer delays (0: answering at once; the platform's default is 2 s/30 s)")
     ap.add_argument("--idle", type=float, help="seconds of idle measurement")
     ap.add_argument("--collect-seconds", type=int, help="DEMAT_COLLECT_SECONDS for the platform (default: its own)")
+    ap.add_argument("--inbox-min-age", type=float,
+                    help="DEMAT_INBOX_MIN_AGE for the platform (default: the platform's own; a value renames the "
+                         "reaction and e2e figures ..._nondefault_inbox)")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--attach", type=Path, help="use the running platform of this state folder (development)")
     ap.add_argument("--port", type=int)
@@ -537,17 +545,23 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
         printed = len(lines)
     load_start = loadavg()
+    inbox_env = {"DEMAT_INBOX_MIN_AGE": f"{args.inbox_min_age:g}"} if args.inbox_min_age is not None else {}
+    inbox_note = settings_note(inbox_env)
+    # a figure measured away from the platform's defaults carries it in its name, not only in a note
+    suffix = "_nondefault_inbox" if inbox_note.startswith("inbox at NON-DEFAULT") else ""
+    config = None
     try:
         if args.attach:
             platform = Platform(args.attach.resolve(), args.port, None)
             startup = None
         else:
             tmp = Path(tempfile.mkdtemp(prefix="bench-platform-"))
-            env = {"DEMAT_INBOX_MIN_AGE": "0.5", "DEMAT_SIM_DELAY": f"{args.sim_delay:g}",
-                   "DEMAT_SIM_LATER_DELAY": f"{args.sim_delay:g}"}
+            env = {"DEMAT_SIM_DELAY": f"{args.sim_delay:g}", "DEMAT_SIM_LATER_DELAY": f"{args.sim_delay:g}"}
+            if args.inbox_min_age is not None:
+                env["DEMAT_INBOX_MIN_AGE"] = f"{args.inbox_min_age:g}"
             if args.collect_seconds:
                 env["DEMAT_COLLECT_SECONDS"] = str(args.collect_seconds)
-            config = automatic_config(tmp / "bench-auto.yaml") if args.approval == "auto" else None
+            config = automatic_config(tmp / "bench-auto.yaml") if args.approval == "auto" else None  # the floor's too
             log(f"starting the platform in {tmp} (load {loadavg()}; approval {args.approval}, simulators' "
                 f"delay {args.sim_delay:g} s)")
             t = time.monotonic()
@@ -580,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, name in (() if not react_docs else (
                 ("start", "reaction_run_start"), ("recu", "reaction_recu"),
                 ("queued", "reaction_run_queued"), ("first_ti", "reaction_first_task_start"))):
-            lines.append(figure(f"{name}_median", med(r[key]), "s", note=r["note"]))
-            lines.append(figure(f"{name}_p95", pct(r[key], 95), "s", note=r["note"]))
+            lines.append(figure(f"{name}{suffix}_median", med(r[key]), "s", note=f"{inbox_note}; {r['note']}"))
+            lines.append(figure(f"{name}{suffix}_p95", pct(r[key], 95), "s", note=f"{inbox_note}; {r['note']}"))
         flush_figures()
         if r["api_check_max_diff"] is not None:
             table.append(("REST API vs DB start_date (max diff)", f"{r['api_check_max_diff']:.3f} s"))
@@ -596,9 +610,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             how = f"approver settle {args.settle:g}s" if approver else "automatic circuit"
             note = (f"n={len(x['transmis'])}/{n_e2e} states {sorted(set(x['states']))}; {how}; "
-                    f"simulators' delay {args.sim_delay:g}s; {e['_note']}")
-            lines.append(figure(f"e2e_{flow}_drop_to_transmis_median", med(x["transmis"]), "s", note=note))
-            lines.append(figure(f"e2e_{flow}_drop_to_archive_median", med(x["archive"]), "s", note=note))
+                    f"simulators' delay {args.sim_delay:g}s; {inbox_note}; {e['_note']}")
+            lines.append(figure(f"e2e_{flow}_drop_to_transmis{suffix}_median", med(x["transmis"]), "s", note=note))
+            lines.append(figure(f"e2e_{flow}_drop_to_archive{suffix}_median", med(x["archive"]), "s", note=note))
             for k, v in x["steps"].items():
                 table.append((f"e2e {flow} {k} (median)", f"{med(v):.1f} s"))
         flush_figures()
@@ -634,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         per_dossier = total_cpu / b["n"]
         per_dossier_net = (total_cpu - idle_part) / b["n"]
         thr_archive = b["archived"] / b["span_archive"] * 3600 if b["span_archive"] else None
-        thr_transmis = b["n"] / b["span_transmis"] * 3600 if b["span_transmis"] else None
+        thr_transmis = b["transmitted"] / b["span_transmis"] * 3600 if b["span_transmis"] else None
         table.append(("batch final states", json.dumps(b["states"], ensure_ascii=False)))
         table.append(("batch wall (drop -> all final)", f"{b['wall']:.0f} s"))
         if b["sae_wait_median"] is not None:
@@ -675,41 +689,57 @@ def main(argv: list[str] | None = None) -> int:
             platform.airflow_db.dispose()
 
     floor = None
-    if batch_lines and not args.no_floor:
+    if batch_lines and not args.no_floor and args.approval != "auto":
+        log("floor: not run with --approval human (the floor answers no parapheur: not the same work)")
+    elif batch_lines and not args.no_floor:
         from bench_floor import run_floor
 
-        log("floor: the batch's documents through the plain loop")
-        load0 = loadavg()
+        log("floor: the batch's documents through the platform's steps without Airflow (pipeline floor)")
         with tempfile.TemporaryDirectory(prefix="bench-floor-") as ftmp:
-            floor = run_floor(batch_docs, Path(ftmp))
-        floor["note"] = f"n={floor['n']}; load {load0} -> {loadavg()}"
+            floor = run_floor(batch_docs, Path(ftmp), config_path=config)
+        floor["note"] = (f"pipeline floor (same steps, PostgreSQL, journal, answers; no Airflow), {floor['workers']} "
+                         f"workers; n={floor['n']}, {floor['archived']} archived; load {floor['load']}")
 
     if batch_lines:
         b = batch_lines["b"]
         note = b["note"]
         fl_thr = floor["throughput_per_hour"] if floor else None
+        note = f"{b['archived']}/{b['n']} archived, {b['n'] - b['archived']} not; {note}"
         lines.append(figure("batch_throughput_to_archive", batch_lines["thr_archive"], "dossiers/h", fl_thr,
                             note=note))
-        lines.append(figure("batch_throughput_to_transmis", batch_lines["thr_transmis"], "dossiers/h", fl_thr,
-                            note=note))
+        lines.append(figure("batch_not_archived", b["n"] - b["archived"], "dossiers", note=note))
+        lines.append(figure("batch_throughput_to_transmis", batch_lines["thr_transmis"], "dossiers/h", None,
+                            note=f"{b['transmitted']}/{b['n']} transmitted; {note}"))
         fl_cpu = floor["cpu_per_dossier"] if floor else None
         lines.append(figure("batch_cpu_per_dossier", batch_lines["per_dossier"], "CPU-s", fl_cpu, note=note))
         lines.append(figure("batch_cpu_per_dossier_net_of_idle", batch_lines["per_dossier_net"], "CPU-s", fl_cpu,
                             note=note))
+        for comp, v in sorted(b["cpu"].items()):  # the next step is chosen from these
+            lines.append(figure(f"batch_cpu_per_dossier_{comp}", v / b["n"], "CPU-s", note=note))
         if floor:
             overhead = batch_lines["per_dossier"] - floor["cpu_per_dossier"]
-            lines.append(figure("batch_airflow_overhead_per_dossier", overhead, "CPU-s", note=note))
-            lines.append(figure("batch_overhead_share", 100 * overhead / batch_lines["per_dossier"], "%", note=note))
-            lines.append(figure("floor_throughput_same_docs", floor["throughput_per_hour"], "dossiers/h",
+            lines.append(figure("batch_orchestration_cpu_per_dossier", overhead, "CPU-s",
+                                note="platform minus the pipeline floor (the same steps without Airflow): "
+                                     "Airflow's own cost; " + note))
+            lines.append(figure("batch_orchestration_share", 100 * overhead / batch_lines["per_dossier"], "%",
+                                note=note))
+            lines.append(figure("floor_throughput_to_archive_same_docs", floor["throughput_per_hour"], "dossiers/h",
                                 note=floor["note"]))
+            lines.append(figure("floor_not_archived", floor["not_archived"], "dossiers", note=floor["note"]))
+            lines.append(figure("floor_cpu_per_dossier", floor["cpu_per_dossier"], "CPU-s", note=floor["note"]))
+            for comp, v in sorted(floor["cpu_by_component"].items()):
+                lines.append(figure(f"floor_cpu_per_dossier_{comp.replace(' ', '_')}", v, "CPU-s",
+                                    note=floor["note"]))
+            for step, v in floor["cpu_by_step"].items():
+                lines.append(figure(f"floor_cpu_step_{step}", v, "CPU-s/dossier", note=floor["note"]))
         lines.append(figure("batch_task_instances_per_dossier", batch_lines["n_ti"] / b["n"], "TIs", note=note))
         lines.append(figure("batch_peak_rss_sum", b["peak_rss_mib"], "MiB", note=note))
         lines.append(figure("batch_peak_pss_sum", b["peak_pss_mib"], "MiB", note=note))
         if b["sae_wait_median"] is not None:
             lines.append(figure("batch_sae_wait_median", b["sae_wait_median"], "s", note=note))
         if b["span_acquitte"]:
-            lines.append(figure("batch_throughput_to_acquitte", b["n"] / b["span_acquitte"] * 3600, "dossiers/h",
-                                fl_thr, note=note))
+            lines.append(figure("batch_throughput_to_acquitte", b["acquitted"] / b["span_acquitte"] * 3600,
+                                "dossiers/h", None, note=f"{b['acquitted']}/{b['n']} acknowledged; {note}"))
 
     print(f"\nbench_platform ({time.monotonic() - started:.0f} s, load at start {load_start})")
     for k, v in table:
@@ -717,9 +747,15 @@ def main(argv: list[str] | None = None) -> int:
     if approver:
         print(f"  parapheur answers: {approver.answered}; approver errors: {len(approver.errors)} "
               f"{approver.errors[:3]}")
+    if batch_lines:
+        b = batch_lines["b"]
+        print(f"  batch: {b['archived']}/{b['n']} archived, {b['n'] - b['archived']} did not reach \"archive\": "
+              f"{b['states']}")
     if floor:
-        print(f"  floor on the batch docs: {floor['throughput_per_hour']:.0f} dossiers/h, "
-              f"{floor['cpu_per_dossier']:.3f} CPU-s/dossier, by flow {floor['cpu_by_flow']}")
+        thr = floor["throughput_per_hour"]
+        print(f"  pipeline floor on the batch docs: {thr or 0:.0f} dossiers/h to \"archive\" "
+              f"({floor['archived']}/{floor['n']}), {floor['cpu_per_dossier']:.3f} CPU-s/dossier, by component "
+              f"{ {k: round(v, 3) for k, v in floor['cpu_by_component'].items()} }")
     print()
     flush_figures()
     if tmp is not None and not args.keep_state and rc == 0:
