@@ -3,6 +3,9 @@
 # never from docker-compose.yml), then Airflow's official /entrypoint (DB wait, migrate, user, exec).
 # A URL already set in the environment (an external managed PostgreSQL) is left untouched.
 set -euo pipefail
+# the state volumes hold the tiers' IBANs (store), inboxes, logs and mails: owner only (every demat
+# container runs as the same AIRFLOW_UID)
+umask 0077
 
 if [[ -n "${POSTGRES_PASSWORD:-}" ]]; then
   _pw=$(python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "${POSTGRES_PASSWORD}")

@@ -32,6 +32,7 @@ import psutil
 
 from embedded.platform import (
     DEMO_SIMULATOR_ARGS,
+    PRIVATE_UMASK,
     REPO,
     VENV_BIN,
     Layout,
@@ -82,7 +83,7 @@ class DebianPostgres(EmbeddedPostgres):
     def _run(self, exe: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
         return subprocess.run([str(self.bin_dir / exe), *args], check=check, capture_output=True, text=True,
-                              user=self.user, env=env, timeout=timeout, cwd="/")
+                              env=env, timeout=timeout, cwd="/", **self._as_server())
 
     def _open_binaries(self) -> None:
         """Debian's binaries are readable by every user already."""
@@ -232,7 +233,7 @@ class Cluster:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         logfile = (self.state / "logs" / f"{name}.log").open("ab")
         proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, umask=PRIVATE_UMASK)
         self.procs[name] = proc
         return proc
 
@@ -399,19 +400,37 @@ def write_connections(payloads: dict[str, dict]) -> None:
                                    port=fields_["port"], login=fields_["login"], extra=json.dumps(fields_["extra"])))
 
 
-FAB_ROLES = {"admin": "Admin", "op": "Op", "user": "User", "viewer": "Viewer"}
+# Agents, officials and VISA respondents log in through Airflow but use demat's pages and API only
+# (issue 14): their FAB role gives no Dag, run, task, log, XCom, HITL, event-log, asset, pool or admin
+# permission. What it keeps: the plugin list (Airflow's navigation shows demat's Parapheur and
+# Dossiers entries from GET /api/v2/plugins) and their own profile and password.
+DEMAT_FAB_ROLE = "Demat"
+DEMAT_FAB_PERMISSIONS = [
+    ("can_read", "Plugins"),
+    ("can_read", "My Password"), ("can_edit", "My Password"),
+    ("can_read", "My Profile"), ("can_edit", "My Profile"),
+]
+FAB_ROLES = {"admin": "Admin", "op": "Op", "user": DEMAT_FAB_ROLE, "viewer": DEMAT_FAB_ROLE}
+OLD_FAB_ROLES = ({"Viewer"}, {"User"})  # what ensure_fab_users gave before issue 14
 
 
 def ensure_fab_users(layout: Layout) -> list[str]:
-    """Create the FAB users of the configuration (agents, officials, VISA respondents, operators).
+    """Create the FAB users of the configuration (agents, officials, VISA respondents, operators),
+    demat's restricted role, and demat's service identity (Op, random password nobody knows: it never
+    logs in, its tokens are minted inside the API server by DematFabAuthManager).
 
     The compose deployment runs Airflow's FAB auth manager: its users live in the metadata
     database, not in a file as with the simple auth manager. Passwords are generated once into the
     state's secrets.json (0600), never printed nor passed on a command line. Existing users are
-    left as they are (an operator may have changed their password or role). Returns those created.
+    left as they are (an operator may have changed their password or role), except that a
+    configuration user still holding the Viewer or User role given by an older demat moves to the
+    restricted role. Returns the users created or moved.
     """
+    import secrets as _secrets
+
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
+    from demat_airflow.auth_manager import service_user
     from flows.config import load_config
 
     config = load_config(layout.config)
@@ -420,8 +439,15 @@ def ensure_fab_users(layout: Layout) -> list[str]:
     created = []
     with get_application_builder() as appbuilder:
         sm = appbuilder.sm
+        sm.bulk_sync_roles([{"role": DEMAT_FAB_ROLE, "perms": DEMAT_FAB_PERMISSIONS}])
+        restricted = sm.find_role(DEMAT_FAB_ROLE)
         for user, (role, label) in platform_users(layout).items():
-            if sm.find_user(username=user):
+            existing = sm.find_user(username=user)
+            if existing:
+                if FAB_ROLES[role] == DEMAT_FAB_ROLE and {r.name for r in existing.roles} in OLD_FAB_ROLES:
+                    existing.roles = [restricted]
+                    sm.update_user(existing)
+                    created.append(user)
                 continue
             first, _, last = label.partition(",")
             added = sm.add_user(user, user, (last or first).strip()[:60] or user, emails.get(user, f"{user}@demat.invalid"),
@@ -429,6 +455,12 @@ def ensure_fab_users(layout: Layout) -> list[str]:
             if not added:
                 raise RuntimeError(f"utilisateur {user} non créé dans Airflow (FAB)")
             created.append(user)
+        service = service_user()
+        if not sm.find_user(username=service):
+            if not sm.add_user(service, "demat", "identité de service", f"{service}@demat.invalid", sm.find_role("Op"),
+                               _secrets.token_urlsafe(48)):
+                raise RuntimeError(f"identité de service {service} non créée dans Airflow (FAB)")
+            created.append(service)
     return created
 
 
@@ -468,6 +500,7 @@ def init(argv: list[str] | None = None) -> int:
 
 
 def run(state: Path, port: int, workers: int) -> int:
+    os.umask(PRIVATE_UMASK)  # the state (store with the tiers' IBANs, inbox, logs) stays owner-only
     cluster = Cluster(state, port=port)
     stopping = {"flag": False}
 

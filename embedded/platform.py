@@ -27,6 +27,18 @@ from embedded.watchdog import Watchdog, become_subreaper
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
+AUTH_MANAGER = "demat_airflow.auth_manager.DematAuthManager"
+# demat's service identity (role op, no password, not a login): answers Airflow's HITL for the official
+# demat checked; its short-lived token is minted inside the API server (plugins/demat_airflow/ui/hitl.py)
+SERVICE_USER = "demat-service"
+
+# Airflow's UI greys out (but still draws) the Dags and Assets links of a user without access to them:
+# hide them then. An operator's links are enabled, so unaffected. ([api] theme's globalCss, Airflow 3.1+;
+# !important: Chakra puts global CSS in its first @layer, below the buttons' own styles)
+_GREYED = ("[disabled]", "[data-disabled]", "[aria-disabled=true]")
+NAV_THEME = {"globalCss": {", ".join(f'[data-testid="nav-{n}-link"]{g}' for n in ("dags", "assets") for g in _GREYED):
+                           {"display": "none !important"}}}
+
 PLATFORM_USERS = {  # Airflow user -> (simple auth manager role, label); the others come from the config
     "admin": ("admin", "administrateur de la plateforme"),
     "operateur": ("op", "opérateur (voit et agit sur tout)"),
@@ -37,7 +49,11 @@ def platform_users(layout: Layout) -> dict[str, tuple[str, str]]:
     """Every demo login: the platform's own, then each collectivité's agents and parapheur respondents."""
     from flows.config import load_config
 
-    return {**PLATFORM_USERS, **load_config(layout.config).airflow_users()}
+    users = {**PLATFORM_USERS, **load_config(layout.config).airflow_users()}
+    if SERVICE_USER in users:  # a login with the service identity's name would answer for any official
+        raise ValueError(f"{layout.config} : l'utilisateur « {SERVICE_USER} » est réservé à l'identité de service de "
+                         "demat ; renommez ce compte dans la configuration.")
+    return users
 
 
 def log(msg: str) -> None:
@@ -120,19 +136,58 @@ def _secret_store(layout: Layout) -> dict:
     return data
 
 
+PRIVATE_UMASK = 0o077  # every file the platform's processes create: owner only
+
+
+def secure_state(root: Path) -> int:
+    """The state folder holds the tiers' IBANs (store), the inboxes, logs, mails and secrets: owner
+    only. Strips group and other bits from `root` and everything under it (a state written by an
+    older version, or by hand); symbolic links are neither changed nor followed. Returns the count.
+    (When we are root, embedded/postgres.py then lets its server's system user traverse by group.)"""
+    import stat
+
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    changed = 0
+
+    def fix(path: str) -> None:
+        nonlocal changed
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode) or not mode & 0o077:
+            return
+        os.chmod(path, mode & 0o700, follow_symlinks=False)
+        changed += 1
+
+    fix(str(root))
+    for folder, dirs, files in os.walk(root):  # never descends into a symlinked folder
+        for name in (*dirs, *files):
+            fix(os.path.join(folder, name))
+    return changed
+
+
 def prepare_state(layout: Layout, config_source: Path) -> None:
     from flows.config import load_config
     from flows.pipeline.inbox import ensure_layout
     from flows.signature.pki import create_demo_pki
 
+    fixed = secure_state(layout.state)
+    if fixed:
+        log(f"dossier d'état : droits réduits au seul propriétaire sur {fixed} fichier(s) ou dossier(s)")
     for d in (layout.state, layout.airflow_home, layout.store, layout.inbox, layout.pki, layout.sims):
         d.mkdir(parents=True, exist_ok=True)
     if not layout.config.exists():
         shutil.copyfile(config_source, layout.config)
     config = load_config(layout.config)  # validated on load: a clear French error stops here
     ensure_layout(layout.inbox, [c.slug for c in config.collectivites])
-    officials = [(o.certificate, o.name, o.role) for c in config.collectivites for o in c.officials]
-    create_demo_pki(layout.pki, officials)
+    officials = [(o.certificate, o.name, o.role) for c in config.collectivites for o in c.officials if o.certificate]
+    from flows.pipeline.signing import LEGACY_ENV, provision_demo_supports  # docs/signature.md
+
+    supports = None if os.environ.get(LEGACY_ENV) == "1" else provision_demo_supports(
+        layout.state, layout.pki, config, seal_holder="Syndicat mixte demat (démonstration)")
+    create_demo_pki(layout.pki, [] if supports else officials)  # officials' PKCS#12: fallback without SoftHSM2
     from flows.dossier.timestamp import LocalTsa
 
     LocalTsa.create(layout.state / "tsa")  # the journal's time-stamping authority (demat_watch stamps)
@@ -151,6 +206,9 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "6",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
+        # issue 14: Airflow's own UI and API for operators only; agents and officials use demat's pages
+        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+        "AIRFLOW__API__THEME": json.dumps(NAV_THEME),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
             f"{u}:{role}" for u, (role, _) in platform_users(layout).items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(layout.airflow_home / "passwords.json"),
@@ -172,6 +230,9 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         # every 30 s (the default) cost about 0.08 CPU-s/s, a quarter of the idle platform
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": os.environ.get("DEMAT_DAG_REPARSE_SECONDS", "300"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # task logs hold dossier names and amounts: owner only (Airflow chmods them 0664/0775 otherwise)
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "AIRFLOW__CORE__TEST_CONNECTION": "Disabled",
         "GX_ANALYTICS_ENABLED": "false",
         "DEMAT_STATE": str(layout.state),
@@ -184,6 +245,7 @@ def airflow_env(layout: Layout, pg: EmbeddedPostgres, secrets_: dict, port: int,
         "DEMAT_INBOX": str(layout.inbox),
         "DEMAT_PKI": str(layout.pki),
         "DEMAT_OPERATORS": "admin,operateur",
+        "DEMAT_SERVICE_USER": SERVICE_USER,
         "DEMAT_RUN_TOKEN": RUN_TOKEN,
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         "NO_PROXY": "127.0.0.1,localhost",
@@ -320,6 +382,15 @@ def banner(layout: Layout, port: int, secrets_: dict) -> str:
     for user, (_, label) in platform_users(layout).items():
         shown = secrets_["passwords"][user] if on_terminal else "(voir secrets.json)"
         lines.append(f"    {user:<20} {shown:<20} {label}")
+    tokens = layout.state / "softhsm" / "tokens.json"
+    if tokens.exists():  # the officials sign on their own (SoftHSM2) token, with demat-signer
+        supports = json.loads(tokens.read_text())
+        lines += ["", "  Supports de signature des élus (SoftHSM2) et leur code PIN :"]
+        for user, t in supports["users"].items():
+            pin = Path(t["pin_file"]).read_text().strip() if on_terminal else f"(voir {t['pin_file']})"
+            lines.append(f"    {user:<20} {t['label']:<32} PIN {pin}")
+        lines.append(f"    signer : SOFTHSM2_CONF={supports['conf']} demat-signer sign --url http://127.0.0.1:{port} "
+                     "--username <compte> --token-label <support>")
     lines += ["", "  Dossiers d'entrée (déposez-y vos fichiers) :"]
     for c in config.collectivites:
         for flow in c.flows:
@@ -331,6 +402,7 @@ def banner(layout: Layout, port: int, secrets_: dict) -> str:
 
 
 def run(state: Path, port: int, config_source: Path, pg_port: int | None = None) -> int:
+    os.umask(PRIVATE_UMASK)  # inherited by PostgreSQL, the simulators and every Airflow process
     layout = Layout(state.resolve())
     t0 = time.monotonic()
     layout.state.mkdir(parents=True, exist_ok=True)
@@ -357,7 +429,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    sims = standalone = watchdog = None
+    sims = standalone = watchdog = clamd = None
     try:
         log(f"PostgreSQL (embarqué) sur 127.0.0.1:{pg.port}")
         pg.start()
@@ -367,6 +439,9 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
 
         create_schema(pg.url("demat"))
         layout.run_file.write_text(json.dumps({"pid": os.getpid(), "pg_port": pg.port, "api_port": port}))
+        from flows.antivirus import start_embedded_clamd
+
+        clamd = start_embedded_clamd(layout.state, log)  # sets DEMAT_CLAMD_SOCKET when it runs
         base_env = airflow_env(layout, pg, secrets_, port, {})
         log("Simulateurs (préfecture, DGFiP, SAE) sur SFTP en boucle locale")
         sims = _start_simulators(layout, base_env)
@@ -380,7 +455,8 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
             return 1
         log("airflow standalone (scheduler, dag-processor, triggerer, api-server)")
         aflog = (layout.state / "airflow-standalone.log").open("ab")
-        standalone = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, cwd=REPO,
+        # Airflow's `standalone`, but keeping demat's auth manager (it forces SimpleAuthManager)
+        standalone = subprocess.Popen([sys.executable, "-m", "embedded.standalone"], env=env, cwd=REPO,
                                       stdout=aflog, stderr=subprocess.STDOUT, start_new_session=True)
         become_subreaper()  # a dead scheduler's orphans come back to us (see embedded.watchdog)
         watchdog = Watchdog(VENV_BIN / "airflow", env, REPO, layout.state, port, log=log)
@@ -408,6 +484,7 @@ def run(state: Path, port: int, config_source: Path, pg_port: int | None = None)
         if watchdog is not None:
             watchdog.stop()
         _kill_tree(sims, signal.SIGTERM, 10)
+        _kill_tree(clamd, signal.SIGTERM, 10)
         _kill_leftovers(port)
         pg.stop()
         layout.run_file.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import pwd
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -27,10 +28,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _allow_traverse(path: Path) -> None:
-    """Add search (x) permission for group and others on `path` and every parent folder."""
+def _allow_traverse(path: Path, gid: int | None = None) -> None:
+    """Let the server's system user reach `path`: search (x) permission on it and every parent folder.
+
+    A folder private to us (no group or other bit, as demat's 0700 state folder) opens to the
+    server's group only (0710, group `gid`); any other folder gets search for group and others.
+    """
     while path != path.parent:
-        path.chmod(path.stat().st_mode | 0o011)
+        st = path.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        if gid is not None and not mode & 0o077:  # ours, or the server's own folder (we are root)
+            if st.st_gid != gid:
+                os.chown(path, -1, gid)
+            path.chmod(mode | 0o010)
+        elif (mode & 0o011) != 0o011 and not (gid is not None and st.st_gid == gid and mode & 0o010):
+            path.chmod(mode | 0o011)
         path = path.parent
 
 
@@ -49,8 +61,16 @@ class EmbeddedPostgres:
         env.pop("PGPASSWORD", None)
         return subprocess.run(
             [str(POSTGRES_BIN_PATH / exe), *args], check=check, capture_output=True, text=True,
-            user=self.user, env=env, timeout=timeout, cwd="/",
+            env=env, timeout=timeout, cwd="/", **self._as_server(),
         )
+
+    def _as_server(self) -> dict:
+        """subprocess arguments running as the server's system user (when we are root) with its own
+        group only: it reaches the 0700 state folder through that group (_allow_traverse)."""
+        if not self.user:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _prepare_user(self) -> None:
         """When root: create the server's system user and let it reach its folder and binaries."""
@@ -61,7 +81,7 @@ class EmbeddedPostgres:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", self.user],
                            check=True, capture_output=True)
-        _allow_traverse(self.root)
+        _allow_traverse(self.root, pwd.getpwnam(self.user).pw_gid)
         self._open_binaries()
         for path in (self.root, self.data):
             if path.exists():
@@ -93,7 +113,7 @@ class EmbeddedPostgres:
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server's system user  # nosec B103
+        os.chmod(self.root, 0o700)  # the server's system user (when we are root) traverses it by group: _prepare_user
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             os.chmod(self.password_file, 0o600)
@@ -129,7 +149,8 @@ class EmbeddedPostgres:
         if self.running():
             return
         if self.user:
-            self.log.touch()
+            self.log.touch(mode=0o600)
+            os.chmod(self.log, 0o600)
             self._give(self.log)
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                            "-o", f"-p {self.port}", "start", check=False)

@@ -138,7 +138,7 @@ def answer_all(client: AirflowClient, decide: Callable[[dict], tuple[str, str]] 
             continue
         else:
             r.raise_for_status()
-    return done
+    return done + sign_on_token(client)  # SIGNATURE steps on the official's token: demat-signer
 
 
 SIGNED_ON_TOKEN = "Signé sur le support"  # noqa: S105 - an outcome label, not a secret

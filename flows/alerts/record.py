@@ -221,13 +221,15 @@ def record_certificates(settings: Settings, session: Session, *, now: datetime, 
     if not force and cursor.checked_at is not None and now - _aware(cursor.checked_at) < CERT_EVERY:
         return []
     cursor.checked_at = now
-    from flows.signature.watch import certificates_expiring
+    from flows.pipeline.signing import certificate_alerts  # PKCS#12 files, and certificates on tokens
 
     config = settings.config
     thresholds = list(config.alerts.certificate_thresholds_days)
     owners = {f"{o.certificate}.p12": (c, o) for c in config.collectivites for o in c.officials}
+    found_all, token_owners = certificate_alerts(settings, within_days=max(thresholds), at=now)
+    owners |= token_owners
     out = []
-    for found in certificates_expiring(settings, within_days=max(thresholds), at=now):
+    for found in found_all:
         bucket = _bucket(found.days_left, found.level, thresholds)
         if not bucket:
             continue

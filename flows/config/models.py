@@ -34,8 +34,32 @@ class Official(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str
     role: str  # "Maire", "Président", "Ordonnateur", ...
-    certificate: str  # reference of the PKCS#12 in the certificate store (file stem)
+    # legacy fallback only: a PKCS#12 in the platform's certificate store (file stem), used when
+    # `signature` is "pkcs12", or "auto" and that file exists. Otherwise the official signs on
+    # their own token through demat-signer (docs/signature.md): no private key on the platform.
+    certificate: str | None = None
     users: list[str] = Field(default_factory=list)  # Airflow user names allowed to act for them
+    # "support": always on the official's token; "pkcs12": the legacy server-side PKCS#12;
+    # "auto": the PKCS#12 named by `certificate` if present in the store, else the token
+    signature: Literal["auto", "support", "pkcs12"] = "auto"
+    cert_sha256: str | None = None  # the official's registered certificate (SHA-256 of the DER), if known
+
+    @field_validator("cert_sha256")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        clean = v.replace(":", "").strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", clean):
+            raise ValueError(f"empreinte de certificat « {v} » invalide (SHA-256 : 64 caractères hexadécimaux)")
+        return clean
+
+    @model_validator(mode="after")
+    def _legacy(self) -> Official:
+        if self.signature == "pkcs12" and not self.certificate:
+            raise ValueError(f"l'élu « {self.id} » signe par PKCS#12 (signature: pkcs12) mais « certificate » "
+                             "ne nomme aucun fichier : nommez-le, ou choisissez « signature: support »")
+        return self
 
 
 class Step(_Strict):
@@ -103,6 +127,10 @@ class RetentionSettings(_Strict):
 
     dossier_runs_days: int = Field(default=30, ge=1, le=3650)  # runs of final dossiers
     periodic_runs_days: int = Field(default=3, ge=1, le=3650)  # collection, alerts, ingest... runs
+    # documents (artefacts) of a dossier archived by the SAE: purged from demat's store this many days
+    # after the SAE confirmed the archive (never before); 0 = kept. Per collectivité and flux:
+    # Collectivite.documents_retention_days overrides it (flows.pipeline.documents_retention)
+    documents_days: int = Field(default=365, ge=0, le=36500)
 
 
 class Collectivite(_Strict):
@@ -124,7 +152,14 @@ class Collectivite(_Strict):
     # "detachee" = detached XAdES sent as the 99_SE signature file; "aucune" = transmitted
     # unsigned (the approval stays in the journal)
     acte_signature: Literal["aucune", "detachee", "pades"] = "aucune"
+    # automatic signatures of this collectivité by the server seal (HSM) instead of the official's token:
+    # its SIGNATURE step is then an approval in the Parapheur page, followed by the seal
+    cachet_serveur: bool = False
     agents: list[str] = Field(default_factory=list)  # Airflow users of this collectivité
+    # @ctes natures (DE, AR, AI, CC, BF, AU) published electronically as soon as acknowledged
+    publication_auto: list[Literal["DE", "AR", "AI", "CC", "BF", "AU"]] = Field(default_factory=list)
+    # days after the SAE's confirmation before the documents of a flux are purged (0 = kept)
+    documents_retention_days: dict[Literal["actes", "helios"], int] = Field(default_factory=dict)
     emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address, for alerts
 
     @field_validator("emails")
@@ -203,6 +238,29 @@ class Counterpart(_Strict):
     reply_dir: str = "retour"
 
 
+class SignatureSettings(_Strict):
+    """How the platform checks the certificates officials present (docs/signature.md).
+
+    Paths are files or folders, relative to the platform's state folder. No `ancres`: the
+    platform's own CA (`<pki>/ca.pem`, the demo's). CRL files are refreshed from `crl_urls`
+    ({file: URL}) by the nightly DAG."""
+
+    ancres: list[str] = Field(default_factory=list)
+    intermediaires: list[str] = Field(default_factory=list)
+    crls: list[str] = Field(default_factory=list)
+    crl_urls: dict[str, str] = Field(default_factory=dict)
+    crl_obligatoire: bool = False  # production: refuse a certificate whose CA has no fresh CRL
+    politique_pes: Literal["1.7", "1.4"] = "1.7"
+
+    @field_validator("crl_urls")
+    @classmethod
+    def _urls(cls, v: dict[str, str]) -> dict[str, str]:
+        for path, url in v.items():
+            if not re.match(r"^https?://", url or ""):
+                raise ValueError(f"adresse de CRL « {url} » pour « {path} » invalide (http:// ou https:// attendu)")
+        return v
+
+
 class PlatformConfig(_Strict):
     trigram: str = Field(default="TDT", pattern=r"^[A-Z0-9]{3}$")
     seda_version: Literal["2.1", "2.2", "2.3"] = "2.2"
@@ -214,6 +272,7 @@ class PlatformConfig(_Strict):
     emails: dict[str, str] = Field(default_factory=dict)  # Airflow user -> e-mail address (operators...)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    signature: SignatureSettings = Field(default_factory=SignatureSettings)
     collectivites: list[Collectivite]
 
     @field_validator("emails")

@@ -36,13 +36,14 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from flows.dossier import service, states
 from flows.dossier.db import ensure_tables, session_scope
 from flows.dossier.models import Base, Dossier
-from flows.pipeline import answers, inbox
+from flows.pipeline import answers, inbox, publication
 from flows.settings import Settings
 
 AGENT, OFFICIAL, OPERATOR = "agent", "elu", "operateur"
 ROLE_LABELS = {AGENT: "agent de la collectivité", OFFICIAL: "élu de la collectivité", OPERATOR: "opérateur"}
 
 RESUBMIT, ANNUL, ANSWER, RETRY = "resoumettre", "annuler", "repondre", "relancer"
+PUBLISH = "publier"
 
 MAX_RESUBMIT_BYTES = 512 * 1024 * 1024  # the inbox cap (flows.pipeline.ingest.MAX_INBOX_BYTES)
 MAX_ANSWER_BYTES = answers.MAX_ANSWER_BYTES
@@ -80,9 +81,13 @@ SPECS: dict[str, ActionSpec] = {s.code: s for s in (
                "Transmet la réponse au courrier de la préfecture en attente (pièces, observations)."),
     ActionSpec(RETRY, "Relancer l'étape bloquée", frozenset({OPERATOR}),
                "Remet le dossier à l'étape où il s'est arrêté et relance son run Airflow."),
+    ActionSpec(PUBLISH, "Publier l'acte", frozenset({AGENT, OPERATOR}),
+               "Publie l'acte sur la page publique des actes de la collectivité, avec son PDF tamponné "
+               "« Publié le … » (publication électronique, obligatoire depuis le 1er juillet 2022)."),
 )}
 
-HTTP_STATUS = {"etat": 409, "doublon": 409, "role": 403, "saisie": 422, "taille": 413}
+HTTP_STATUS = {"etat": 409, "doublon": 409, "role": 403, "saisie": 422, "taille": 413, "antivirus": 422,
+               "attente": 503}
 
 
 class ActionRefused(ValueError):
@@ -168,6 +173,7 @@ class Facts:
     next_id: str | None = None  # the next version's dossier id, once it exists
     error_from: str | None = None  # the state the dossier failed in, when `erreur`
     run_state: str | None = None  # the Airflow run's state, when the caller knows it
+    published: str | None = None  # publication date (ISO) of an acte already published
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,10 @@ def facts(session: Session, dossier: Dossier, *, run_state: str | None = None) -
         out.letters = [Letter(c.id, c.kind, answers.COURRIER_LABELS.get(c.kind, c.kind), c.date_courrier,
                               tuple(_choice(k) for k in answers.ANSWERS_FOR[c.kind]))
                        for c in letters if c.kind in answers.ANSWERS_FOR and c.id not in sending]
+    if dossier.flow == "actes" and dossier.state in publication.PUBLISHABLE:
+        publication.ensure_schema(session)
+        row = session.get(publication.Publication, dossier.id)
+        out.published = row.published_on.isoformat() if row is not None else None
     nxt = out.next_id = session.execute(select(Dossier.id).where(Dossier.previous_id == dossier.id)).scalars().first()
     if nxt is None:
         row = session.execute(select(ResubmissionRequest).where(ResubmissionRequest.previous_id == dossier.id)
@@ -251,6 +261,14 @@ def refusal(f: Facts, action: str, roles: frozenset[str]) -> ActionRefused | Non
                    else "aucun courrier de la préfecture n'attend de réponse")
             return ActionRefused("etat", f"Pas de réponse possible : {why}.",
                                  "Attendez un courrier de la préfecture (il apparaît dans l'historique).")
+    elif action == PUBLISH:
+        if f.flow != "actes":
+            return ActionRefused("etat", "Seul un acte se publie.", "Aucune.")
+        if f.published:
+            return ActionRefused("etat", f"Acte déjà publié le {f.published}.", "Aucune : il figure sur la page publique.")
+        if f.state not in publication.PUBLISHABLE:
+            return ActionRefused("etat", f"{state} : on ne publie qu'un acte dont la préfecture a accusé réception.",
+                                 "Attendez l'accusé de réception (ARActe), puis publiez.")
     elif action == RETRY:
         if f.state == "erreur":
             return None
@@ -289,6 +307,27 @@ class Done:
     name: str | None = None
     step: str | None = None  # retry: the step to resume (see STEP_LABELS)
     state: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- publication
+def publish(settings: Settings, dossier_id: str, *, actor: str, roles: frozenset[str]) -> Done:
+    """Publish an acknowledged acte (idempotent: the first publication date stays)."""
+    from flows.dossier.store import ArtefactStore
+
+    with session_scope(settings.database_url) as session:
+        d = service.get(session, dossier_id, for_update=True)
+        f = facts(session, d)
+        if f.published and roles & SPECS[PUBLISH].roles:
+            return Done(PUBLISH, dossier_id, False, f"Acte déjà publié le {f.published}.")
+        _check(f, PUBLISH, roles)
+        try:
+            row, created = publication.publish(session, ArtefactStore(settings.store_root), d, actor=actor,
+                                               config=settings.config)
+        except publication.NotPublishable as exc:
+            raise ActionRefused("etat", f"Publication impossible : {exc}.", "Corrigez puis recommencez.") from exc
+        when = row.published_on.strftime("%d/%m/%Y")
+        return Done(PUBLISH, dossier_id, created, f"Acte publié le {when} : il figure sur la page publique des actes "
+                    "de la collectivité.", name=row.stamped_name)
 
 
 # --------------------------------------------------------------------------------------------- uploads
@@ -393,6 +432,7 @@ def _place(settings: Settings, collectivite: str, flow: str, staged: Staged) -> 
 def resubmit(settings: Settings, dossier_id: str, staged: Staged, *, actor: str, roles: frozenset[str]) -> Done:
     """A corrected file for a refused dossier, through the inbox. Consumes `staged` (moved or deleted)."""
     try:
+        refuse_if_infected(settings, dossier_id, staged, actor=actor)
         with session_scope(settings.database_url) as session:
             ensure_schema(session)
             prev = service.get(session, dossier_id, for_update=True)
@@ -438,6 +478,29 @@ def resubmit(settings: Settings, dossier_id: str, staged: Staged, *, actor: str,
                     sha256=staged.sha256, name=staged.name)
     finally:
         staged.path.unlink(missing_ok=True)
+
+
+def refuse_if_infected(settings: Settings, dossier_id: str, staged: Staged, *, actor: str) -> None:
+    """ClamAV on an uploaded file before it goes anywhere: infected → quarantine, journal, refusal.
+    No verdict (clamd down): the file goes on to the inbox, where the ingestion holds it until scanned."""
+    from flows import antivirus
+
+    verdict = antivirus.scan_path(staged.path)
+    if not verdict.infected:
+        return
+    with session_scope(settings.database_url) as session:
+        prev = service.get(session, dossier_id, for_update=True)
+        coll, flow = prev.collectivite, prev.flow
+        kept, _ = antivirus.quarantine(antivirus.quarantine_root(settings.state_dir), coll, flow, staged.name,
+                                       staged.path, shown=staged.name, signature=verdict.signature)
+        service.note(session, prev, event="antivirus", actor=actor,
+                     message=f"Version corrigée « {staged.name} » refusée : l'antivirus y a détecté "
+                             f"« {verdict.signature} » ; fichier mis en quarantaine, rien n'a été enregistré.",
+                     details={"sha256": staged.sha256, "signature": verdict.signature, "quarantaine": kept.name})
+    raise ActionRefused("antivirus", f"fichier : « {staged.name} » refusé, l'antivirus y a détecté "
+                        f"« {verdict.signature} » (fichier mis en quarantaine).",
+                        "N'ouvrez pas ce fichier ; faites analyser le poste qui l'a produit, puis déposez un document "
+                        "sain.", "fichier")
 
 
 def _forget_lost(session: Session, settings: Settings, prev: Dossier, *, older_than: float = 600) -> None:
@@ -552,6 +615,9 @@ def answer_prefecture(settings: Settings, dossier_id: str, *, actor: str, roles:
     try:
         envoi_id, created = answers.prepare_answer(settings, dossier_id, answers.ReplyFiles(documents, instructions, digest),
                                                    key=key, actor=actor)
+    except answers.AnswerWaits as exc:
+        raise ActionRefused("attente", f"fichiers : {exc}".strip(), "Réessayez dans quelques minutes : rien n'a été "
+                            "enregistré ni envoyé.", "fichiers") from exc
     except answers.AnswerRefused as exc:
         raise ActionRefused("saisie", f"fichiers : réponse non conforme : {exc}", "Corrigez les documents cités "
                             "(PDF lisibles, non chiffrés) puis recommencez.", "fichiers") from exc

@@ -297,10 +297,46 @@ class ReplyFiles:
     documents: list[tuple[str, bytes]]
     instructions: dict
     digest: str
+    folder: Path | None = None  # the agent's reply folder (None: from the UI or the API)
 
 
 class AnswerRefused(ValueError):
     """The agent's answer cannot be sent as it is (French message, written to ERREUR.txt)."""
+
+
+class AnswerWaits(RuntimeError):
+    """The antivirus gave no verdict (clamd down): the answer waits, neither sent nor refused."""
+
+
+WAITING_FILE = ".ATTENTE-antivirus.txt"
+
+
+def scan_documents(settings: Settings, collectivite: str, documents: list[tuple[str, bytes]],
+                   folder: Path | None = None) -> None:
+    """ClamAV on every document of an answer before anything is stored. Infected: each one goes to
+    quarantine (moved out of the agent's folder when there is one) and the answer is refused."""
+    from flows import antivirus
+
+    scanner = antivirus.scanner_from_env()
+    if scanner is None:
+        return
+    found = []
+    for name, data in documents:
+        verdict = scanner.scan_bytes(data)
+        if verdict.waits:
+            raise AnswerWaits(antivirus.waiting_text(name, verdict.detail))
+        if verdict.infected:
+            found.append((name, data, verdict.signature))
+    for name, data, signature in found:
+        source = folder / name if folder is not None and (folder / name).is_file() else data
+        antivirus.quarantine(antivirus.quarantine_root(settings.state_dir), collectivite, "actes", name, source,
+                             shown=name, signature=signature)
+    if found:
+        raise AnswerRefused("l'antivirus (ClamAV) a détecté " + ", ".join(f"« {sig} » dans « {name} »"
+                                                                       for name, _, sig in found)
+                            + " : ces fichiers ont été retirés et mis en quarantaine, rien n'a été envoyé. "
+                              "N'ouvrez pas ces fichiers ; faites analyser le poste qui les a produits, puis déposez "
+                              "des documents sains")
 
 
 def _visible(p: Path) -> bool:
@@ -342,7 +378,7 @@ def read_reply_folder(folder: Path) -> ReplyFiles:
                                     '{"reponse": "3-4", "motif": "..."}')
             continue
         docs.append((p.name, data))
-    return ReplyFiles(docs, instructions, h.hexdigest())
+    return ReplyFiles(docs, instructions, h.hexdigest(), folder)
 
 
 def choose_answer(courriers: list[PrefectureCourrier], files: ReplyFiles) -> tuple[PrefectureCourrier, str]:
@@ -524,6 +560,7 @@ def _record_answer(settings: Settings, session: Session, dossier_id: str, files:
         select(PrefectureCourrier).where(PrefectureCourrier.dossier_id == dossier.id)
         .order_by(PrefectureCourrier.received_at, PrefectureCourrier.id)
     ).scalars().all()
+    scan_documents(settings, dossier.collectivite, files.documents, files.folder)
     courrier, kind = choose_answer(list(courriers), files)
     docs = [] if kind in NO_DOCUMENT else files.documents
     if kind in NO_DOCUMENT and files.documents:
@@ -585,12 +622,17 @@ def process_replies(settings: Settings, endpoint_factory, upload_dir: str = "dep
             idacte = claimed.name.split("__", 1)[0]
             try:
                 envoi_id = _prepare_answer(settings, claimed, coll.slug, idacte)
+            except AnswerWaits as exc:  # stays claimed: the next batch scans it again
+                log.warning("Réponse %s en attente de l'antivirus", idacte)
+                (claimed / WAITING_FILE).write_text(str(exc), encoding="utf-8")
+                continue
             except AnswerRefused as exc:
                 _refuse(settings, claimed, coll.slug, idacte, str(exc))
                 result.refused.append(idacte)
                 continue
             name, uploaded = _upload(settings, envoi_id, endpoint_factory, upload_dir)
             _mark_sent(settings, envoi_id, already_there=not uploaded)
+            (claimed / WAITING_FILE).unlink(missing_ok=True)
             _finish_folder(claimed)
             result.sent.append(name)
     ensure_alerts(settings)  # a letter still waiting (after a 3-2 / 4-2) gets its reply folder back

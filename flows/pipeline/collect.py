@@ -22,6 +22,7 @@ from flows.dossier.db import session_scope
 from flows.dossier.models import Dossier, InboundMessage
 from flows.dossier.store import ArtefactStore
 from flows.findings import UnreadableFile
+from flows.pipeline import helios_returns
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,10 @@ def _handle_dgfip(session, store: ArtefactStore, name: str, data: bytes) -> list
                               Dossier.state.in_(["transmis", "acquitte", "refuse_etat", "depose_sae", "archive"]))
         .order_by(Dossier.created_at.desc())
     ).scalars().first()
+    store.put(data)  # matched or not, the collectivité lists and downloads it
+    helios_returns.record_return(session, kind="PES_ACQUIT", siren=(acquit.idcoll or "")[:9], name=name,
+                                 sha256=hashlib.sha256(data).hexdigest(), size=len(data), nomfic=acquit.nomfic,
+                                 summary=acquit.summary_fr, dossier_ids=[dossier.id] if dossier is not None else [])
     if dossier is None:
         return []
     service.attach(session, store, dossier, kind="acquit", name=name, data=data, media_type="application/xml")
@@ -143,26 +148,26 @@ def _acquit_deviations(data: bytes) -> list[str]:
 
 def _handle_retour(session, store: ArtefactStore, name: str, data: bytes) -> list[str]:
     """A PES_Retour (Hélios' feedback on mandats and titres) joins every dossier of that collectivité
-    whose PES_Aller carried one of the bordereaux it names (exercice and IdBord)."""
+    whose PES_Aller carried one of the bordereaux it names (exercice and IdBord), found through the
+    bordereau index (flows.pipeline.helios_returns); kept for the collectivité's list in any case."""
     from flows.helios.acquit import parse_retour
 
     retour = parse_retour(data)
     named = {f"{b['exercice']}:{b['idbord']}" for b in retour["bordereaux"] if b["idbord"]}
     siren = (retour["idcoll"] or "")[:9]
-    if not named or not siren:
+    if not siren:
         return []
-    candidates = session.execute(
-        select(Dossier).where(Dossier.flow == "helios", Dossier.siren == siren,
-                              Dossier.state.in_(["transmis", "acquitte", "depose_sae", "archive"]))
-    ).scalars().all()
-    matched = [d for d in candidates if named & set((d.extra or {}).get("bordereaux") or [])]
-    for dossier in matched:
+    matched = helios_returns.dossiers_for(session, siren, named) if named else []  # indexed, no scan
+    for dossier, mine in matched:
         service.attach(session, store, dossier, kind="pes_retour", name=name, data=data, media_type="application/xml")
-        mine = sorted(named & set(dossier.extra["bordereaux"]))
         service.note(session, dossier, event="PES_Retour", actor="DGFiP",
                      message=f"{retour['summary_fr'].strip()} Bordereau(x) de ce dossier concerné(s) : {', '.join(mine)}.",
                      details={"bordereaux": mine, "nomfic_retour": retour["nomfic"]})
-    return [d.id for d in matched]
+    store.put(data)  # matched or not, the collectivité lists and downloads it
+    helios_returns.record_return(session, kind="PES_Retour", siren=siren, name=name,
+                                 sha256=hashlib.sha256(data).hexdigest(), size=len(data), nomfic=retour["nomfic"],
+                                 summary=retour["summary_fr"].strip(), dossier_ids=[d.id for d, _ in matched])
+    return [d.id for d, _ in matched]
 
 
 # --------------------------------------------------------------------------------------------- SAE

@@ -1,7 +1,8 @@
 """Turn claimed files into dossiers, idempotently: a sweep can run any number of times.
 
 A crash between claiming and recording leaves the file in the claimed area; the next sweep
-records it. A crash between recording and moving it away is recognised by the recorded
+records it. Every file is scanned by ClamAV (flows.antivirus) before it is stored: an infected one
+is quarantined and refused beside the inbox, and while clamd gives no verdict it stays claimed. A crash between recording and moving it away is recognised by the recorded
 claimed path and finished, not mistaken for a duplicate.
 """
 
@@ -154,6 +155,8 @@ def _record(settings: Settings, store: ArtefactStore, known: set[str], slug: str
             f"Fichier « {shown} » refusé : il {why}.\nCorrection : vérifiez l'export et déposez à nouveau le fichier.\n",
         )
         return None
+    if not _scanned_clean(settings, slug, flow, name, claimed):
+        return None  # infected (quarantined, refused) or antivirus down (waits in the claimed area)
     sha, size = _sha256_file(claimed)
     with session_scope(settings.database_url) as session:
         existing = service.by_sha(session, sha)
@@ -184,6 +187,50 @@ def _record(settings: Settings, store: ArtefactStore, known: set[str], slug: str
         dossier_id = dossier.id
     os.replace(claimed, _done_path(settings, slug, flow, dossier_id, name))
     return Started(dossier_id, flow, slug)
+
+
+def waiting_note(settings: Settings, slug: str, flow: str, claimed: Path) -> Path:
+    """Where the French reason why a claimed file waits for the antivirus is kept (the operator's view)."""
+    return settings.work_dir / "attente-antivirus" / slug / flow / (claimed.name + ".txt")
+
+
+def _scanned_clean(settings: Settings, slug: str, flow: str, name: str, claimed: Path) -> bool:
+    """ClamAV before anything is stored: infected → quarantine and a refusal beside the inbox; no
+    verdict (clamd down) → the file stays claimed, neither passed nor refused, the reason written."""
+    from flows import antivirus
+
+    shown = inbox.agent_path(slug, flow, name)
+    verdict = antivirus.scan_path(claimed)
+    note = waiting_note(settings, slug, flow, claimed)
+    if verdict.waits:
+        log.warning("Fichier %s en attente de l'antivirus : %s", shown, verdict.detail)
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(antivirus.waiting_text(shown, verdict.detail), encoding="utf-8")
+        return False
+    note.unlink(missing_ok=True)
+    if not verdict.infected:
+        return True
+    root = antivirus.quarantine_root(settings.state_dir)
+    kept, text = antivirus.quarantine(root, slug, flow, name, claimed, shown=shown, signature=verdict.signature)
+    log.warning("Fichier %s infecté (%s) : mis en quarantaine (%s), refusé", shown, verdict.signature, kept.name)
+    inbox.reject_beside(settings.inbox_root, slug, flow, name, None, text, key=kept.name.split("_", 1)[0])
+    return False
+
+
+def refuse_if_infected(settings: Settings, slug: str, flow: str, name: str, path: Path) -> str | None:
+    """An upload (API) scanned before it enters the inbox: infected → quarantined, the French reason
+    returned (and written beside the inbox); clean, off or no verdict → None (the ingestion scans
+    again, and holds the file while clamd is down)."""
+    from flows import antivirus
+
+    verdict = antivirus.scan_path(path)
+    if not verdict.infected:
+        return None
+    shown = inbox.agent_path(slug, flow, name)
+    kept, text = antivirus.quarantine(antivirus.quarantine_root(settings.state_dir), slug, flow, name, path,
+                                      shown=shown, signature=verdict.signature)
+    log.warning("Fichier %s infecté (%s) : mis en quarantaine (%s), refusé", shown, verdict.signature, kept.name)
+    return text.splitlines()[0] + " " + text.splitlines()[1]
 
 
 def _orphans(settings: Settings, *, exclude: set[str], older_than: timedelta = timedelta(minutes=2)) -> list[Started]:

@@ -1,4 +1,5 @@
-"""The nightly batch: the day's tiers report over every PES received, and the stuck-dossier report."""
+"""The nightly batch: the day's tiers report over every PES received, the stuck-dossier report and the
+retention of documents (purged from the store N days after the SAE confirmed the archive)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,17 @@ def stuck_report(settings: Settings, now: datetime | None = None) -> list[dict]:
     path = reports_dir(settings) / f"{now.date().isoformat()}-dossiers-bloques.json"
     path.write_text(json.dumps(stuck, ensure_ascii=False, indent=2), "utf-8")
     return stuck
+
+
+def documents_retention(settings: Settings, *, dry_run: bool = False, now: datetime | None = None) -> dict:
+    """Purge the documents of dossiers archived long enough ago (flows.pipeline.documents_retention)
+    and write the report (rapports/<jour>-purge-documents[-simulation].json)."""
+    from flows.pipeline.documents_retention import purge_documents
+
+    now = now or datetime.now(UTC)
+    report = purge_documents(settings, dry_run=dry_run, now=now)
+    suffix = "-simulation" if dry_run else ""
+    path = reports_dir(settings) / f"{now.date().isoformat()}-purge-documents{suffix}.json"
+    path.write_text(report.to_json(), "utf-8")
+    return {"dossiers": len(report.dossiers), "fichiers": report.files_deleted, "octets": report.bytes_deleted,
+            "rapport": str(path), "simulation": dry_run}

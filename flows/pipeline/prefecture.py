@@ -3,7 +3,8 @@
 One archive from the ministère may carry several messages; each is applied in its own savepoint
 so that one unreadable or unexpected message does not undo the others. Every message lands in
 the dossier's journal with `ActesMessage.summary_fr` (what happened, what to do):
-- ARActe (1-2) -> "acquitte" with the date of reception; AnomalieActe (1-3) -> "refuse_etat" with
+- ARActe (1-2) -> "acquitte" with the date of reception, the stamped acte and the accusé de
+  réception PDF (flows.pipeline.publication); AnomalieActe (1-3) -> "refuse_etat" with
   the nature explained; AnomalieEnveloppe -> "refuse_etat" when it refuses the acte itself, else the
   refused answer / annulation / classification request is marked so (any nature code is read);
 - courrier simple 2-1, demande de pièces 3-1, lettre d'observations 4-1, déféré 5-1 -> recorded,
@@ -73,6 +74,16 @@ def handle_prefecture_reply(session, store: ArtefactStore, name: str, data: byte
     return touched
 
 
+def _config():
+    """The platform's configuration (collectivité names, publication settings), None if unreadable."""
+    try:
+        from flows.settings import Settings
+
+        return Settings.from_env().config
+    except Exception:  # noqa: BLE001 - the stamp falls back to what the dossier knows
+        return None
+
+
 def _find_dossier(session, idacte: str) -> Dossier | None:
     """The acte's dossier: several may share an IDActe (a refused acte sent again); the latest sent wins."""
     if not idacte:
@@ -122,10 +133,18 @@ def _apply(session, store, msg, *, name, data, sha, siren, documents, inbox_root
                    media_type="application/gzip")
     base = {"code": msg.code, "message": msg.name, "archive": name}
     if kind == "ARActe":
-        if dossier.state == "transmis":
+        first = dossier.state == "transmis"
+        stamped: dict = {}
+        if first:
+            from flows.pipeline import publication
+
             dossier.acknowledged_at = service.now()
-        _move(session, dossier, "acquitte" if dossier.state == "transmis" else dossier.state, msg, event="ARActe",
-              details={**base, "date_reception": str(msg.date or "")})
+            config = _config()
+            stamped = publication.on_acknowledgment(session, store, dossier, msg.date, config=config)
+        _move(session, dossier, "acquitte" if first else dossier.state, msg, event="ARActe",
+              details={**base, "date_reception": str(msg.date or ""), **stamped})
+        if first:
+            publication.auto_publish(session, store, dossier, config=config)
     elif kind == "AnomalieActe":
         details = {**base, "date": str(msg.date or ""), "nature": msg.nature, "nature_label": msg.nature_label,
                    "detail": msg.detail}

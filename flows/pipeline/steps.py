@@ -132,9 +132,9 @@ def _known(session, column, dossier: Dossier) -> set[str]:
 
 def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
     from flows.findings import Finding
-    from flows.helios.validate import validate_pes
+    from flows.helios.validate import validate_pes_with_tiers
 
-    report = validate_pes(path, known_nomfics=_known(session, Dossier.nomfic, dossier))
+    report, tiers_rows = validate_pes_with_tiers(path, known_nomfics=_known(session, Dossier.nomfic, dossier))
     s = report.summary
     dossier.nomfic = s.get("nomfic")
     dossier.montant = str(s.get("montant_total")) if s.get("montant_total") is not None else None
@@ -142,6 +142,10 @@ def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
     dossier.siren = idcoll[:9] or None
     dossier.objet = f"PES {s.get('nomfic', '')} : {s.get('bordereaux', '?')} bordereau(x), {s.get('pieces', '?')} pièce(s)"
     dossier.extra = {**(dossier.extra or {}), "bordereaux": s.get("identifiants_bordereaux", [])}
+    if dossier.siren:  # the PES_Retour matching reads this index (flows.pipeline.helios_returns)
+        from flows.pipeline.helios_returns import index_dossier
+
+        index_dossier(session, dossier)
     if idcoll and idcoll != coll.siret:
         report.add(Finding(
             rule="PES-COLLECTIVITE", layer="metier", place="EnTetePES/IdColl", value=idcoll,
@@ -152,7 +156,7 @@ def _validate_pes(session, dossier: Dossier, coll: Collectivite, path: Path):
     if report.ok or all(f.layer in ("metier", "qualite") for f in report.errors):
         from flows.quality.gate import run_tiers_gate
 
-        quality = run_tiers_gate(path, engine="auto")
+        quality = run_tiers_gate(path, engine="auto", rows=tiers_rows)  # the file is read once
         report.extend(quality.findings)
     return report, quality
 

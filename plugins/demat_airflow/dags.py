@@ -284,5 +284,21 @@ def build_nightly_dag() -> DAG:
             return run_retention(airflow_database_url(), lambda ids: disposable_runs(s, ids),
                                  dossier_days=keep.dossier_runs_days, periodic_days=keep.periodic_runs_days)
 
-        [deposit_nightly(), tiers_report(), stuck_report(), purge_history()]
+        @task(retries=1)
+        def refresh_crls() -> dict:
+            """The trust configuration's CRLs (`signature.crl_urls`) downloaded again (docs/signature.md)."""
+            from demat_airflow.context import settings
+            from flows.pipeline.signing import refresh_crls as refresh
+
+            return refresh(settings())
+
+        @task(retries=1)
+        def purge_documents() -> dict:
+            """Documents of dossiers archived N days ago leave demat's store (flows.pipeline.documents_retention)."""
+            from demat_airflow.context import settings
+            from flows.pipeline.nightly import documents_retention
+
+            return documents_retention(settings())
+
+        [deposit_nightly(), tiers_report(), stuck_report(), purge_history(), refresh_crls(), purge_documents()]
     return dag

@@ -28,6 +28,14 @@ def operator_users() -> list[str]:
     return [u for u in os.environ.get("DEMAT_OPERATORS", "admin,operateur").split(",") if u]
 
 
+def extra_respondents() -> list[str]:
+    """Besides the step's officials: the operators, and demat's service identity, which answers for
+    the official demat checked (ui/hitl.py; officials may not call Airflow's HITL API themselves).
+    Its name is demat_airflow.auth_manager.service_user(), not imported here: task processes stay light."""
+    service = os.environ.get("DEMAT_SERVICE_USER", "").strip() or "demat-service"
+    return [*operator_users(), service]
+
+
 class ParapheurOperator(HITLOperator, BranchMixIn):
     """Step `step` of the dossier's circuit (1-based): ask, wait, record, branch."""
 
@@ -48,7 +56,7 @@ class ParapheurOperator(HITLOperator, BranchMixIn):
         from flows.pipeline import steps
 
         dossier_id = context["params"]["dossier_id"]
-        request = steps.parapheur_request(settings(), dossier_id, step=self.step, operators=operator_users())
+        request = steps.parapheur_request(settings(), dossier_id, step=self.step, operators=extra_respondents())
         if request.action != "ask":  # no such step, already decided (a retry), or the dossier left
             return self._follow(context, request)
         self.subject = request.subject

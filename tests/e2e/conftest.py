@@ -20,6 +20,7 @@ import pytest
 from embedded.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("DEMAT_LEGACY_PKCS12", "1")  # officials' PKCS#12 kept (docs/signature.md); the demo test uses tokens
 
 
 @dataclass

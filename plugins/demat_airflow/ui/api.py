@@ -151,12 +151,37 @@ class DemandeAnnulation(BaseModel):
 ERRORS = {400: {"model": Erreur}, 401: {"model": Erreur}, 403: {"model": Erreur}, 404: {"model": Erreur},
           422: {"model": Erreur}}
 ACTION_ERRORS = ERRORS | {409: {"model": Erreur}, 413: {"model": Erreur}}
-ACTION_PATHS = {"resoumettre": "resubmit", "annuler": "annulation", "repondre": "reponse", "relancer": "retry"}
+ACTION_PATHS = {"resoumettre": "resubmit", "annuler": "annulation", "repondre": "reponse", "relancer": "retry",
+                "publier": "publication"}
 PYDANTIC_FR = {"missing": "champ obligatoire absent", "json_invalid": "JSON illisible",
                "string_type": "texte attendu", "model_attributes_type": "objet JSON attendu",
                "dict_type": "objet JSON attendu", "int_parsing": "nombre entier attendu",
                "bool_parsing": "booléen attendu (true ou false)", "less_than_equal": "valeur trop grande",
-               "greater_than_equal": "valeur trop petite"}
+               "greater_than_equal": "valeur trop petite", "less_than": "valeur trop grande",
+               "greater_than": "valeur trop petite", "string_too_long": "texte trop long",
+               "string_too_short": "texte trop court", "string_pattern_mismatch": "format invalide",
+               "int_from_float": "nombre entier attendu", "float_parsing": "nombre attendu",
+               "date_from_datetime_parsing": "date invalide (AAAA-MM-JJ)", "datetime_parsing": "date invalide",
+               "literal_error": "valeur non prévue", "enum": "valeur non prévue", "list_type": "liste attendue",
+               "too_long": "trop d'éléments", "value_error": "valeur invalide", "extra_forbidden": "champ inconnu"}
+BOUNDS_FR = {"less_than_equal": "au plus", "less_than": "moins de", "greater_than_equal": "au moins",
+             "greater_than": "plus de", "string_too_long": "au plus, en caractères :",
+             "string_too_short": "au moins, en caractères :", "string_pattern_mismatch": "attendu :"}
+
+
+def french_validation(errors) -> str:
+    """FastAPI's validation errors, in French: the field, what is wrong, the bound when there is one."""
+    parts = []
+    for err in list(errors)[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        kind = err.get("type", "")
+        text = PYDANTIC_FR.get(kind, "valeur invalide")
+        ctx = err.get("ctx") or {}
+        bound = next((ctx[k] for k in ("le", "lt", "ge", "gt", "max_length", "min_length", "pattern") if k in ctx), None)
+        if bound is not None:
+            text += f" ({BOUNDS_FR.get(kind, 'limite')} {bound})"
+        parts.append(f"{where or 'requête'} : {text}")
+    return " ; ".join(parts) or "requête illisible"
 
 
 async def api_caller(request: Request,
@@ -255,19 +280,20 @@ def create_api() -> FastAPI:
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-            parts.append(f"{where or 'requête'} : {PYDANTIC_FR.get(err.get('type', ''), err.get('msg', 'invalide'))}")
-        return JSONResponse({"erreur": "Requête invalide : " + " ; ".join(parts),
+        return JSONResponse({"erreur": "Requête invalide : " + french_validation(exc.errors()),
                              "correction": "Corrigez les champs cités (voir la documentation /demat/api/v1/docs)."},
                             status_code=422)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        texts = {404: ("Ressource inconnue.", "Vérifiez l'URL (voir /demat/api/v1/docs)."),
-                 405: ("Méthode non autorisée sur cette ressource.", "Vérifiez la méthode HTTP (voir /demat/api/v1/docs).")}
-        erreur, correction = texts.get(exc.status_code, (str(exc.detail), "Réessayez ou contactez l'opérateur."))
+        # raised by FastAPI or Starlette themselves (demat's own refusals are ApiError): their text is English
+        texts = {400: ("Corps de la requête illisible (formulaire multipart ou JSON mal formé).",
+                       "Envoyez un formulaire multipart/form-data ou un JSON valide (voir /demat/api/v1/docs)."),
+                 404: ("Ressource inconnue.", "Vérifiez l'URL (voir /demat/api/v1/docs)."),
+                 405: ("Méthode non autorisée sur cette ressource.", "Vérifiez la méthode HTTP (voir /demat/api/v1/docs)."),
+                 415: ("Type de contenu non pris en charge.", "Vérifiez l'en-tête Content-Type (voir /demat/api/v1/docs).")}
+        erreur, correction = texts.get(exc.status_code, (f"Requête refusée (code {exc.status_code}).",
+                                                         "Réessayez ou contactez l'opérateur."))
         return JSONResponse({"erreur": erreur, "correction": correction}, status_code=exc.status_code)
 
     @api.post("/documents", status_code=202, response_model=Depot, responses=ERRORS | {409: {"model": Erreur}, 413: {"model": Erreur}},
@@ -315,6 +341,11 @@ def create_api() -> FastAPI:
                                "Vérifiez l'export ; découpez un flux PES trop gros en plusieurs fichiers.") from None
             if size == 0:
                 raise ApiError(400, "Le fichier est vide.", "Vérifiez l'export puis déposez à nouveau le fichier.")
+            from flows.pipeline.ingest import refuse_if_infected  # ClamAV; clamd down: the ingestion holds it
+
+            if (why := refuse_if_infected(settings, coll.slug, flux, name, tmp)) is not None:
+                raise ApiError(422, why, "N'ouvrez pas ce fichier ; faites analyser le poste qui l'a produit, puis "
+                               "déposez un document sain.")
             with session_scope(settings.database_url) as s:
                 existing = service.by_sha(s, sha)
                 if existing is not None:
@@ -403,6 +434,8 @@ def create_api() -> FastAPI:
         return ListeDossiers(dossiers=items, suivant=nxt)
 
     _action_routes(api)
+    _after_ack_routes(api)
+    __import__("demat_airflow.ui.signatures", fromlist=["signature_routes"]).signature_routes(api)  # token signatures
     return api
 
 
@@ -483,6 +516,89 @@ def _action_routes(api: FastAPI) -> None:
         from flows.pipeline.actions import RETRY
 
         return _act(request, caller, dossier_id, RETRY, lambda d, roles: dossier_actions.retry(caller, d, roles))
+
+
+def _after_ack_routes(api: FastAPI) -> None:
+    """Issue 20: publication of an acte, its stamped PDF and its accusé de réception PDF."""
+
+    @api.post("/dossiers/{dossier_id}/publication", status_code=202, response_model=ActionResultat,
+              responses=ACTION_ERRORS, summary="Publier un acte acquitté (page publique de la collectivité)")
+    def publication(request: Request, dossier_id: DossierId, caller: ApiWriter) -> ActionResultat:
+        from flows.pipeline import actions
+
+        return _act(request, caller, dossier_id, actions.PUBLISH, lambda d, roles: actions.publish(
+            _settings(), d.id, actor=caller.name, roles=roles))
+
+    def _pdf(dossier_id: str, caller: Caller, kinds: tuple[str, ...], absent: str) -> Response:
+        from flows.dossier import queries
+        from flows.dossier.db import session_scope
+        from flows.dossier.store import ArtefactStore
+        from flows.pipeline.actions import safe_filename
+
+        with session_scope(_settings().database_url) as s:
+            d = _visible(s, caller, dossier_id)
+            a = queries.latest_artefact(d, kinds)
+            if a is None:
+                raise ApiError(404, absent, "Il est produit à l'arrivée de l'accusé de réception de la préfecture "
+                               "(ARActe) ; consultez l'historique du dossier.")
+            sha, name = a.sha256, a.name
+        return Response(ArtefactStore(_settings().store_root).get(sha), media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{safe_filename(name) or "acte.pdf"}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+    @api.get("/dossiers/{dossier_id}/acte-tamponne", response_class=Response, responses=ERRORS,
+             summary="Acte tamponné (« Reçu en préfecture le … », « Publié le … »), PDF")
+    def stamped(dossier_id: DossierId, caller: ApiCaller) -> Response:
+        return _pdf(dossier_id, caller, ("acte_tamponne", "acte_tamponne_publie"), "Pas d'acte tamponné pour ce dossier.")
+
+    def _coll_for(caller: Caller, slug: str):
+        try:
+            coll = _settings().config.collectivite(slug)
+        except KeyError:
+            coll = None
+        if coll is None or not caller.may_see(slug):
+            raise ApiError(404, f"Collectivité « {slug} » inconnue ou non autorisée pour votre compte.",
+                           "Utilisez l'identifiant (slug) de votre collectivité, par exemple « saint-sever ».")
+        return coll
+
+    @api.get("/collectivites/{slug}/retours-helios", responses=ERRORS,
+             summary="PES_Retour et PES_ACQUIT reçus de la DGFiP (rapprochés d'un dossier ou non), avec la marque « lu »")
+    def helios_returns(slug: str, caller: ApiCaller, limite: Annotated[int, Query(ge=1, le=500)] = 100,
+                       decalage: Annotated[int, Query(ge=0, le=10**6)] = 0) -> list[dict]:
+        from flows.dossier.db import session_scope
+        from flows.pipeline import helios_returns as H
+
+        coll = _coll_for(caller, slug)
+        with session_scope(_settings().database_url) as s:
+            rows = H.list_returns(s, coll.siren, caller.name, limit=limite, offset=decalage)
+        return [{**r, "recu_le": r["recu_le"].isoformat(),
+                 "telecharger": f"collectivites/{coll.slug}/retours-helios/{r['id']}"} for r in rows]
+
+    @api.get("/collectivites/{slug}/retours-helios/{retour_id}", response_class=Response, responses=ERRORS,
+             summary="Télécharger un PES_Retour ou PES_ACQUIT (le marque « lu » pour vous)")
+    def helios_return(slug: str, retour_id: Annotated[int, Path(ge=1, le=2**62)], caller: ApiCaller) -> Response:
+        from flows.dossier.db import session_scope
+        from flows.dossier.store import ArtefactStore
+        from flows.pipeline import helios_returns as H
+        from flows.pipeline.actions import safe_filename
+
+        coll = _coll_for(caller, slug)
+        with session_scope(_settings().database_url) as s:
+            H.ensure_schema(s)
+            row = s.get(H.HeliosReturn, retour_id)
+            if row is None or row.siren != coll.siren:
+                raise ApiError(404, "Retour Hélios introuvable pour cette collectivité.",
+                               "Reprenez l'identifiant dans la liste des retours.")
+            sha, name = row.sha256, row.name
+            H.mark_read(s, retour_id, caller.name)
+        return Response(ArtefactStore(_settings().store_root).get(sha), media_type="application/xml",
+                        headers={"Content-Disposition": f'attachment; filename="{safe_filename(name) or "retour.xml"}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+    @api.get("/dossiers/{dossier_id}/accuse-reception.pdf", response_class=Response, responses=ERRORS,
+             summary="Accusé de réception lisible (PDF)")
+    def receipt(dossier_id: DossierId, caller: ApiCaller) -> Response:
+        return _pdf(dossier_id, caller, ("accuse_reception",), "Pas d'accusé de réception PDF pour ce dossier.")
 
 
 def _act(request: Request, caller: Caller, dossier_id: str, action: str, run) -> ActionResultat:

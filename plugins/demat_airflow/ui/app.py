@@ -9,19 +9,21 @@ from __future__ import annotations
 import html
 import tempfile
 from datetime import UTC, date, datetime
-from pathlib import Path
+from pathlib import Path as FsPath
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from demat_airflow.ui.security import Caller, bearer, csrf_ok, csrf_token, login_url, resolve_caller
 
-HERE = Path(__file__).resolve().parent
+HERE = FsPath(__file__).resolve().parent
 PREFIX = "/demat"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -119,10 +121,31 @@ def create_app() -> FastAPI:
     from demat_airflow.ui.api import create_api
 
     app.mount("/api/v1", create_api())
+    from demat_airflow.ui.public import create_public
+
+    app.mount("/public", create_public())  # unauthenticated: published actes only (issue 20)
 
     @app.exception_handler(NotLoggedIn)
     async def _login(request: Request, exc: NotLoggedIn):
         return RedirectResponse(login_url(request), status_code=303)
+
+    # FastAPI's own 404/405/422 texts are English JSON: the pages answer with the French error page
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        from demat_airflow.ui.api import french_validation
+
+        return _error_page(422, "Adresse invalide : " + french_validation(exc.errors()),
+                           "Corrigez le paramètre cité dans l'adresse (ou revenez à la liste des dossiers).")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        texts = {400: ("Le formulaire envoyé est illisible.", "Rechargez la page puis recommencez."),
+                 404: ("Cette page n'existe pas.", "Vérifiez l'adresse, ou passez par le menu Dossiers ou Parapheur."),
+                 405: (f"La méthode {request.method} n'est pas permise sur cette page.",
+                       "Utilisez les liens et les formulaires de demat plutôt qu'un appel direct.")}
+        erreur, correction = texts.get(exc.status_code, (f"La demande a été refusée (code {exc.status_code}).",
+                                                         "Réessayez ; si cela persiste, contactez l'opérateur."))
+        return _error_page(exc.status_code, erreur, correction, getattr(exc, "headers", None))
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -158,7 +181,7 @@ def create_app() -> FastAPI:
             return _back(erreur="Le motif est obligatoire pour rejeter : indiquez-le puis recommencez.")
         option = "Approuver" if action == "approuver" else "Rejeter"
         try:
-            pending = {p.key: p for p in hitl.pending_for(caller.token, caller.id)}
+            pending = {p.key: p for p in hitl.pending_for(caller.id)}
         except (hitl.AirflowApiError, OSError) as exc:
             return _back(erreur=f"Aucune décision envoyée : Airflow ne répond pas ({exc}). Réessayez.")
         done, skipped = [], []
@@ -171,7 +194,10 @@ def create_app() -> FastAPI:
             if not item.settled():
                 skipped.append(f"{run} : en cours de mise en attente, réessayez dans quelques secondes")
                 continue
-            ok, why = hitl.respond(caller.token, item, option, motif)
+            if option == "Approuver" and _pending_on_token(item):
+                skipped.append(f"{run} : à signer sur le support de l'élu avec demat-signer, pas dans cette page")
+                continue
+            ok, why = hitl.respond(caller.id, item, option, motif)
             (done if ok else skipped).append(run if ok else f"{run} : {why}")
         verb = "approuvé(s)" if option == "Approuver" else "rejeté(s)"
         msg = f"{len(done)} dossier(s) {verb}."
@@ -181,7 +207,8 @@ def create_app() -> FastAPI:
     @app.get("/dossiers", response_class=HTMLResponse)
     def dossiers(request: Request, caller: CallerDep, collectivite: str = "", flux: str = "", etat: str = "",
                  du: str = "", au: str = "", idacte: str = "", nomfic: str = "", objet: str = "", q: str = "",
-                 page: int = 1, par_page: int = 50) -> HTMLResponse:
+                 page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+                 par_page: Annotated[int, Query(ge=1, le=500)] = 50) -> HTMLResponse:
         from flows.dossier import queries, states
 
         problems = []
@@ -262,6 +289,45 @@ def create_app() -> FastAPI:
 
         return _act(request, caller, dossier_id, csrf, RETRY, lambda d, roles: dossier_actions.retry(caller, d, roles))
 
+    @app.get("/retours-helios", response_class=HTMLResponse)
+    def helios_returns_page(request: Request, caller: CallerDep, collectivite: str = "") -> HTMLResponse:
+        from flows.pipeline import helios_returns as H
+
+        colls = [c for c in _settings().config.collectivites if "helios" in c.flows and caller.may_see(c.slug)]
+        chosen = next((c for c in colls if c.slug == collectivite), colls[0] if colls else None)
+        if chosen is None:
+            return _render(request, "erreur.html", caller, status_code=404, titre="Retours Hélios",
+                           texte="Aucune collectivité avec le flux Hélios n'est visible pour votre compte.")
+        with _session() as s:
+            rows = H.list_returns(s, chosen.siren, caller.name)
+        return _render(request, "retours_helios.html", caller, collectivites=colls, choisie=chosen, retours=rows)
+
+    @app.get("/retours-helios/{slug}/{retour_id}")
+    def helios_return_file(slug: str, retour_id: Annotated[int, Path(ge=1, le=2**62)], caller: CallerDep) -> Response:
+        from flows.pipeline import helios_returns as H
+
+        try:
+            coll = _settings().config.collectivite(slug)
+        except KeyError:
+            coll = None
+        if coll is None or not caller.may_see(slug):
+            return Response("Retour introuvable", status_code=404)
+        with _session() as s:
+            H.ensure_schema(s)
+            row = s.get(H.HeliosReturn, retour_id)
+            if row is None or row.siren != coll.siren:
+                return Response("Retour introuvable", status_code=404)
+            sha, name = row.sha256, row.name
+            H.mark_read(s, retour_id, caller.name)
+        return _file_response(sha, name, "application/xml")
+
+    @app.post("/dossiers/{dossier_id}/publier")
+    def ui_publish(request: Request, dossier_id: str, caller: CallerDep, csrf: Annotated[str, Form()] = "") -> Response:
+        from flows.pipeline import actions
+
+        return _act(request, caller, dossier_id, csrf, actions.PUBLISH, lambda d, roles: actions.publish(
+            _settings(), d.id, actor=caller.name, roles=roles))
+
     def _act(request: Request, caller: Caller, dossier_id: str, csrf: str, action: str, run) -> Response:
         """The common path of a dossier form: CSRF, visibility, early refusal, the action, back to the page."""
         from demat_airflow.ui import dossier_actions
@@ -284,7 +350,8 @@ def create_app() -> FastAPI:
         return _to_dossier(dossier_id, message=done.message)
 
     @app.get("/dossiers/{dossier_id}/artefacts/{artefact_id}")
-    def artefact(dossier_id: str, artefact_id: int, caller: CallerDep, inline: bool = False) -> Response:
+    def artefact(dossier_id: str, artefact_id: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: CallerDep,
+                 inline: bool = False) -> Response:
         from flows.dossier import queries
 
         with _session() as s:
@@ -332,7 +399,8 @@ def create_app() -> FastAPI:
 
     # ----------------------------------------------------------------------------------- dashboard
     @app.get("/tableau-de-bord", response_class=HTMLResponse)
-    def dashboard(request: Request, caller: CallerDep, jours: int = 30) -> HTMLResponse:
+    def dashboard(request: Request, caller: CallerDep, jours: Annotated[int, Query(ge=1, le=100_000)] = 30,
+                  ) -> HTMLResponse:
         from flows.dossier import queries
 
         jours = max(7, min(jours, 366))
@@ -348,6 +416,15 @@ def create_app() -> FastAPI:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+MAX_PAGE = 100_000  # every numeric query parameter is bounded: ?page=922337203685477580 is a 422, not a 500
+
+
+def _error_page(status: int, erreur: str, correction: str, headers: dict | None = None) -> HTMLResponse:
+    from demat_airflow.ui.limits import error_page
+
+    return HTMLResponse(error_page(status, erreur, correction, prefix=PREFIX), status_code=status, headers=headers)
+
+
 CSRF_REFUSED = ("Formulaire refusé : il a expiré ou vient d'un autre site. Rechargez la page puis recommencez "
                 "(rien n'a été fait).")
 
@@ -393,7 +470,7 @@ def _parapheur_rows(caller: Caller) -> list[dict]:
     from demat_airflow.ui import hitl
     from flows.dossier import queries
 
-    pending = hitl.pending_for(caller.token, caller.id)
+    pending = hitl.pending_for(caller.id)
     cfg = _settings().config
     now = datetime.now(UTC)
     rows = []
@@ -414,8 +491,25 @@ def _parapheur_rows(caller: Caller) -> list[dict]:
             except KeyError:
                 pass
             rows.append(dict(key=p.key, settled=p.settled(now), ti_state=p.ti_state, asked_at=p.created_at,
-                             deadline=deadline, **_row(d)))
+                             deadline=deadline, support=_token_step(d, p.task_id), **_row(d)))
     return rows
+
+
+def _token_step(d, task_id: str) -> dict | None:
+    """A SIGNATURE step made on the official's token (flows.pipeline.signing): who signs and the
+    demat-signer command; such a step is not approvable in the page (the signature is the decision)."""
+    from flows.pipeline import signing
+
+    tail = task_id.rsplit("_", 1)[-1]
+    return signing.awaiting_token(_settings(), d, int(tail)) if tail.isdigit() else None
+
+
+def _pending_on_token(item) -> bool:
+    from flows.dossier import queries
+
+    with _session() as s:
+        d = queries.by_run_ids(s, [item.run_id]).get(item.run_id)
+        return d is not None and _token_step(d, item.task_id) is not None
 
 
 def _safe_name(name: str) -> str:

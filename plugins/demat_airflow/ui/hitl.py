@@ -1,8 +1,14 @@
 """The parapheur requests of a user, and their answers, through Airflow's own REST API.
 
-We call the API server's public endpoints with the caller's own JWT, so Airflow applies its
-authorization (assigned users, DAG access) and its HITL resume logic exactly as for the REST
-PATCH .../taskInstances/parapheur_<n>/-1/hitlDetails: the dossier's run moves on by the same path.
+Officials and VISA respondents may not reach Airflow's HITL API themselves (issue 14: it shows and
+answers every collectivité's requests). demat checks them (logged in, assigned to the request, the
+dossier's collectivité theirs: app.py), then calls the API server's public endpoints with demat's
+service identity: a JWT minted here, inside the API server, for a few minutes, never sent to a
+browser (`service_token`). The token names the official it acts for, so Airflow records
+responded_by = {id: the service identity, name: the official} and demat's journal says who decided.
+Airflow still applies its HITL checks (the service identity is one of the assigned users, added by
+operators.py) and its resume logic, exactly as for the REST PATCH
+.../taskInstances/parapheur_<n>/-1/hitlDetails: the dossier's run moves on by the same path.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
+
+SERVICE_TOKEN_SECONDS = 300  # one page view or one batch of decisions
 
 DOSSIER_DAGS = ("demat_acte", "demat_pes")
 SETTLE_SECONDS = 5.0  # see simulators/signer.py: answering a just-parked task races the scheduler
@@ -53,16 +61,34 @@ class AirflowApiError(RuntimeError):
     pass
 
 
+def service_token(on_behalf_of: str) -> str:
+    """A short-lived JWT of demat's service identity acting for `on_behalf_of`, minted by the auth
+    manager in this process (DematAuthManager, or DematFabAuthManager in the compose deployment)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager = get_auth_manager()
+    mint = getattr(manager, "service_token", None)
+    if mint is None:
+        raise AirflowApiError(
+            f"Le gestionnaire d'authentification d'Airflow ({type(manager).__name__}) n'a pas d'identité de service "
+            "demat : configurez AIRFLOW__CORE__AUTH_MANAGER=demat_airflow.auth_manager.DematAuthManager (ou "
+            "demat_airflow.fab_auth_manager.DematFabAuthManager avec FAB).")
+    try:
+        return mint(on_behalf_of, expiration_time_in_seconds=SERVICE_TOKEN_SECONDS)
+    except ValueError as exc:  # e.g. the FAB service account is missing: say so, never a 500
+        raise AirflowApiError(f"Identité de service demat indisponible : {exc}") from exc
+
+
 def _client(token: str) -> httpx.Client:
     return httpx.Client(base_url=api_base(), headers={"Authorization": f"Bearer {token}"}, timeout=30,
                         trust_env=False)
 
 
-def pending_for(token: str, user_id: str) -> list[Pending]:
-    """Unanswered parapheur requests of the dossier DAGs that this user may answer."""
+def pending_for(user_id: str) -> list[Pending]:
+    """Unanswered parapheur requests of the dossier DAGs that this user is assigned to answer."""
     out: list[Pending] = []
     offset = 0
-    with _client(token) as c:
+    with _client(service_token(user_id)) as c:
         while True:
             try:
                 r = c.get("/api/v2/dags/~/dagRuns/~/hitlDetails",
@@ -78,7 +104,7 @@ def pending_for(token: str, user_id: str) -> list[Pending]:
                 if ti.get("dag_id") not in DOSSIER_DAGS or d.get("response_received"):
                     continue
                 assigned = [u.get("id") for u in d.get("assigned_users") or []]
-                if assigned and user_id not in assigned:
+                if user_id not in assigned:  # never "anyone": demat assigns every parapheur step
                     continue
                 created = datetime.fromisoformat(str(d["created_at"]).replace("Z", "+00:00"))
                 out.append(Pending(ti["dag_id"], ti["dag_run_id"], ti["task_id"], int(ti.get("map_index", -1)),
@@ -89,10 +115,17 @@ def pending_for(token: str, user_id: str) -> list[Pending]:
     return out
 
 
-def respond(token: str, item: Pending, option: str, motif: str) -> tuple[bool, str]:
-    """PATCH the HITL detail as the caller. Returns (done, French message)."""
+def respond(user_id: str, item: Pending, option: str, motif: str) -> tuple[bool, str]:
+    """PATCH the HITL detail for `user_id` (checked by the caller: one of item.assigned) with the
+    service identity. Returns (done, French message)."""
+    if user_id not in item.assigned:
+        return False, "vous n'êtes pas signataire de cette demande"
     path = (f"/api/v2/dags/{quote(item.dag_id, safe='')}/dagRuns/{quote(item.run_id, safe='')}"
             f"/taskInstances/{quote(item.task_id, safe='')}/{item.map_index}/hitlDetails")
+    try:
+        token = service_token(user_id)
+    except AirflowApiError as exc:
+        return False, f"décision non enregistrée ({exc})"
     try:
         with _client(token) as c:
             r = c.patch(path, json={"chosen_options": [option], "params_input": {"motif": motif}})

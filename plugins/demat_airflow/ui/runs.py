@@ -55,8 +55,10 @@ def run_state(token: str, dag_id: str, run_id: str) -> str:
 def relaunch(token: str, dag_id: str, run_id: str, dossier_id: str, step: str, *, actor: str) -> str:
     """Make the dossier's run resume: the tasks that failed (and what follows them), else the step's first task.
     Returns what was done, in French."""
+    from flows.pipeline.steps import md_text
+
     state = run_state(token, dag_id, run_id)
-    note = f"Relance demat ({step}) par {actor}"[:1000]
+    note = f"Relance demat ({md_text(step, 100)}) par {md_text(actor, 200)}"  # Airflow renders notes as Markdown
     try:
         with _client(token) as c:
             if state == "absent":

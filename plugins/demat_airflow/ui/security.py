@@ -65,7 +65,7 @@ async def resolve_caller(request: Request, credentials: HTTPAuthorizationCredent
     from demat_airflow.context import settings
     from flows.dossier.queries import visible_collectivites
 
-    uid = str(user.get_id())
+    uid = str(user.get_name() or user.get_id())  # the user name: FAB's get_id() is a numeric row id
     role = getattr(user, "role", None)
     scope = visible_collectivites(settings().config, uid, operators=operator_users(), role=role)
     return Caller(uid, user.get_name() or uid, role, token, None if scope is None else frozenset(scope))

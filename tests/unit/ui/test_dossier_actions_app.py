@@ -328,3 +328,12 @@ def test_body_limit_refuses_before_reading():
     assert r.status_code == 413 and "trop volumineux" in r.json()["erreur"]
     r = c.post("/x", content=b"a" * 200)
     assert r.status_code == 413 and "trop volumineux" in r.text
+
+
+def test_every_dossier_action_has_an_api_path():
+    """The API lists each offered action with its path: an action added to flows.pipeline.actions
+    without one made GET /dossiers/{id} answer 500 (KeyError 'publier')."""
+    from demat_airflow.ui.api import ACTION_PATHS
+    from flows.pipeline.actions import SPECS
+
+    assert set(SPECS) <= set(ACTION_PATHS)
