@@ -125,7 +125,7 @@ def test_offers_follow_state_and_role(settings):
     assert offers(settings, pes_refused, OFFICIAL) == []
     assert offers(settings, pes_refused, OPERATOR) == [A.RESUBMIT]
     acte = make(settings, state="acquitte", sha="2")
-    assert offers(settings, acte, AGENT) == [A.ANNUL]
+    assert offers(settings, acte, AGENT) == [A.ANNUL, A.PUBLISH]  # acknowledged: publishable (issue 20)
     assert offers(settings, acte, OFFICIAL) == [A.ANNUL]
     assert offers(settings, acte, frozenset()) == []
     stuck = make(settings, flow="helios", state="valide", sha="3", path=())
@@ -257,7 +257,7 @@ def test_answer_to_a_demande_de_pieces_is_recorded_sent_and_closes_the_letter(se
         A.answer_prefecture(settings, did, actor="a", roles=AGENT, documents=[("a.pdf", PDF)])
     refused(exc, "etat", "aucun courrier")
     letter(settings, "3-1")
-    assert offers(settings, did, AGENT) == [A.ANNUL, A.ANSWER]
+    assert offers(settings, did, AGENT) == [A.ANNUL, A.ANSWER, A.PUBLISH]
     with session_scope(settings.database_url) as s:
         f = A.facts(s, service.get(s, did))
     assert [c.code for c in f.letters[0].choices] == ["3-4", "3-3", "3-2"]
