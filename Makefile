@@ -39,6 +39,9 @@ test-deps:
 	 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	 command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	 command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	 command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	 command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	 test -x /usr/sbin/clamd || missing="$$missing clamav-daemon"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "[demat] apt-get install$$missing"; \
@@ -49,7 +52,7 @@ test-deps:
 ## make test: the whole suite (unit, integration with real servers, end to end with a real scheduler)
 test: venv test-deps
 	@$(BIN)/ruff check .
-	@$(BIN)/bandit -q -r flows plugins simulators embedded -c .bandit.yml -ll 2>/dev/null
+	@$(BIN)/bandit -q -r flows plugins simulators embedded signer_agent -c .bandit.yml -ll 2>/dev/null
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
