@@ -11,10 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.signature.certs import check_signing_certificate, load_signer
-
-
-class PadesError(ValueError):
-    """The PDF cannot be signed (unreadable, encrypted...); the message is in French."""
+from flows.signature.remote import PadesError  # noqa: F401 - callers catch it from here
 
 
 def sign_pdf(pdf: bytes, p12_path: str | Path, password: bytes, *, role: str, place: str | None = None) -> bytes:

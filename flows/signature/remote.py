@@ -80,6 +80,10 @@ SIGNATURES_FORMAT = "demat-signatures/1"
 _PDF_FORMAT = "demat-prepared-pdf/1"
 
 
+class PadesError(ValueError):
+    """The PDF cannot be signed (unreadable, encrypted...); the message is in French."""
+
+
 # --- PDF (PAdES, pyHanko interrupted signing) -------------------------------------------------------
 
 
@@ -225,7 +229,6 @@ def prepare_pdf(
     from pyhanko.sign.fields import SigSeedSubFilter
     from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-    from flows.signature.pades import PadesError
 
     cert = signer_cert if isinstance(signer_cert, x509.Certificate) else _load_cert(signer_cert)
     when = (signing_time or datetime.now(UTC)).astimezone(UTC)
