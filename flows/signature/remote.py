@@ -49,6 +49,7 @@ from flows.signature.xades import (
     assemble_pes,
     check_signature_values,
     prepare_pes,
+    prepared_state_dict,
 )
 
 __all__ = [
@@ -167,13 +168,7 @@ class PreparedPdf:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PreparedPdf:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise RemoteSignatureRefused("État de signature PDF préparé illisible (JSON invalide).") from None
-        if not isinstance(data, dict):
-            raise RemoteSignatureRefused("État de signature PDF préparé illisible (objet JSON attendu).")
-        return cls.from_dict(data)
+        return cls.from_dict(prepared_state_dict(text, "État de signature PDF préparé"))
 
 
 def _run(coro):

@@ -447,13 +447,18 @@ class PreparedPes:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PreparedPes:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise RemoteSignatureRefused("État de signature préparé illisible (JSON invalide).") from None
-        if not isinstance(data, dict):
-            raise RemoteSignatureRefused("État de signature préparé illisible (objet JSON attendu).")
-        return cls.from_dict(data)
+        return cls.from_dict(prepared_state_dict(text, "État de signature préparé"))
+
+
+def prepared_state_dict(text: str | bytes, what: str) -> dict:
+    """The JSON object of a stored prepared state, or RemoteSignatureRefused naming `what` (French)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise RemoteSignatureRefused(f"{what} illisible (JSON invalide).") from None
+    if not isinstance(data, dict):
+        raise RemoteSignatureRefused(f"{what} illisible (objet JSON attendu).")
+    return data
 
 
 def _label(p: PreparedBordereau) -> str:
