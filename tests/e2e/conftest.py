@@ -97,6 +97,11 @@ def platform() -> Platform:
 
     if REFERENCE.is_dir():  # the counterparts judge by the official schemas where the tests have them
         env.setdefault("DEMAT_REFERENCE_DIR", str(REFERENCE))
+    from tests.clamav import available, write_database
+
+    if available() and "DEMAT_CLAMAV_DB" not in env:  # the launcher starts its clamd on test signatures
+        write_database(state / "clamav-db")
+        env["DEMAT_CLAMAV_DB"] = str(state / "clamav-db")
     proc = subprocess.Popen([sys.executable, "-m", "embedded", "run", "--state", str(state), "--port", str(port)],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 600

@@ -5,31 +5,25 @@ downloadable through the API and listed on the public page (no login)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
 
 from flows.dossier import service
 from flows.dossier.db import session_scope
-from tests.clamav import EICAR, available, write_database
+from tests.clamav import EICAR, available
 from tests.e2e.test_walking_skeleton import _arrete_to_the_end, _collectivite, _configured
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def av_platform(request):
-    """The session's platform, started with DEMAT_CLAMAV_DB naming a database of test signatures:
-    the launcher starts its own clamd on it (flows.antivirus.start_embedded_clamd)."""
-    db = Path(tempfile.mkdtemp(prefix="demat-clamav-db-"))
-    write_database(db)
-    os.environ.setdefault("DEMAT_CLAMAV_DB", str(db))
-    return request.getfixturevalue("platform")
+def av_platform(platform):
+    """The session's platform: tests/e2e/conftest.py gives it DEMAT_CLAMAV_DB, a database of test
+    signatures, whenever clamav-daemon is installed; the launcher starts its own clamd on it."""
+    return platform
 
 
 def _token(platform, user: str = "admin") -> dict:
@@ -46,8 +40,7 @@ def test_infected_files_are_refused_at_the_door(av_platform):
     platform = av_platform
     if not available():
         pytest.skip("clamav-daemon absent")
-    if not _scanning(platform):
-        pytest.skip("la plateforme de la session a démarré sans clamd (lancez ce fichier seul)")
+    assert _scanning(platform), "clamav-daemon is installed but the platform's launcher did not start clamd"
     stamp = datetime.now(UTC).strftime("%H%M%S%f")
     body = EICAR + f"\n{stamp}".encode()  # unique content: the body signature still matches
     platform.drop("saint-sever", "helios", f"PES-infecte-{stamp}.xml", body)

@@ -15,7 +15,7 @@ import requests
 from simulators.signer import AirflowClient
 
 pytestmark = pytest.mark.e2e
-NIGHTLY_TASKS = {"deposit_nightly", "tiers_report", "stuck_report", "purge_history"}
+NIGHTLY_TASKS = {"deposit_nightly", "tiers_report", "stuck_report", "purge_history", "refresh_crls", "purge_documents"}
 
 
 def test_nightly_run_completes_every_task_including_the_retention(platform):

@@ -198,6 +198,9 @@ ApiCaller = Annotated[Caller, Depends(api_caller)]
 # what flows.dossier.service.dossier_id_for produces: collectivité-flux-AAAAMMJJ-empreinte
 DossierId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$", max_length=80,
                                 description="Identifiant du dossier, ex. saint-sever-actes-20261125-3f2a9c1b0d")]
+# a collectivité's slug as the configuration declares it (anything else: a French 422, never the router's 404)
+CollSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$", max_length=80,
+                               description="Identifiant (slug) de la collectivité, ex. saint-sever")]
 
 
 async def api_writer(request: Request,
@@ -563,7 +566,7 @@ def _after_ack_routes(api: FastAPI) -> None:
 
     @api.get("/collectivites/{slug}/retours-helios", responses=ERRORS,
              summary="PES_Retour et PES_ACQUIT reçus de la DGFiP (rapprochés d'un dossier ou non), avec la marque « lu »")
-    def helios_returns(slug: str, caller: ApiCaller, limite: Annotated[int, Query(ge=1, le=500)] = 100,
+    def helios_returns(slug: CollSlug, caller: ApiCaller, limite: Annotated[int, Query(ge=1, le=500)] = 100,
                        decalage: Annotated[int, Query(ge=0, le=10**6)] = 0) -> list[dict]:
         from flows.dossier.db import session_scope
         from flows.pipeline import helios_returns as H
@@ -576,7 +579,7 @@ def _after_ack_routes(api: FastAPI) -> None:
 
     @api.get("/collectivites/{slug}/retours-helios/{retour_id}", response_class=Response, responses=ERRORS,
              summary="Télécharger un PES_Retour ou PES_ACQUIT (le marque « lu » pour vous)")
-    def helios_return(slug: str, retour_id: Annotated[int, Path(ge=1, le=2**62)], caller: ApiCaller) -> Response:
+    def helios_return(slug: CollSlug, retour_id: Annotated[int, Path(ge=1, le=2**62)], caller: ApiCaller) -> Response:
         from flows.dossier.db import session_scope
         from flows.dossier.store import ArtefactStore
         from flows.pipeline import helios_returns as H

@@ -140,6 +140,28 @@ def error_page(status: int, erreur: str, correction: str, *, prefix: str = "/dem
             '</p></main></body></html>')
 
 
+# ----------------------------------------------------------------------------------------------- path guard
+# a decoded newline (or another line or control character) in a /demat path matches no route: the
+# "/demat/{path}" mount's pattern stops at a newline, so Airflow's router answered its English 404
+_CONTROL_IN_PATH = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+class PathGuard:
+    """A demat address holding control characters gets a French 400 in the route's shape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _path(scope).startswith("/demat") and _CONTROL_IN_PATH.search(_path(scope)):
+            await error_response(scope, 400, "L'adresse demandée contient un caractère de contrôle (retour à la ligne, "
+                                 "tabulation…) : elle ne désigne aucune page ni aucun dossier.",
+                                 "Vérifiez l'identifiant placé dans l'adresse : lettres minuscules, chiffres et "
+                                 "tirets seulement (ex. saint-sever).")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # ----------------------------------------------------------------------------------------------- body limit
 class BodyLimit:
     """Cap every request body while it streams; refuse anonymous uploads before reading them."""
@@ -430,5 +452,6 @@ def root_middlewares() -> list[dict]:
     return [
         {"middleware": CookieGuard, "args": [], "kwargs": {}, "name": "demat_cookie_guard"},
         {"middleware": LoginThrottle, "args": [], "kwargs": {}, "name": "demat_login_throttle"},
+        {"middleware": PathGuard, "args": [], "kwargs": {}, "name": "demat_path_guard"},
         {"middleware": BodyLimit, "args": [], "kwargs": {}, "name": "demat_body_limit"},
     ]
