@@ -20,6 +20,10 @@ import pytest
 from embedded.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots for review
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 os.environ.setdefault("DEMAT_LEGACY_PKCS12", "1")  # officials' PKCS#12 kept (docs/signature.md); the demo test uses tokens
 
 
@@ -137,3 +141,16 @@ def platform() -> Platform:
 def pytest_collection_modifyitems(items):
     """The secret scan reads what every other end-to-end test left behind: run it last."""
     items.sort(key=lambda item: "test_no_secrets" in item.nodeid)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, for the pages' tests."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium est absent : installez-le (apt-get install -y chromium) pour les tests d'interface")
+    from playwright.sync_api import sync_playwright  # in requirements: a missing package is a failure
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -161,7 +161,7 @@ def test_actions_through_the_api_and_the_page(platform):
     platform.wait(lambda: any(e == "DemandePieceComplementaire" for e, _, _ in _dossier(platform, acte_id)[1]), deadline,
                   "ARActe then the demande de pièces complémentaires", tick=approve)
     listed = agent.actions(acte_id)
-    assert {a["code"] for a in listed["actions"]} == {"annuler", "repondre"}, listed
+    assert {a["code"] for a in listed["actions"]} == {"annuler", "repondre", "publier"}, listed  # acknowledged: publishable
     assert [c["code"] for c in listed["courriers"][0]["reponses"]] == ["3-4", "3-3", "3-2"]
     assert "refusé ou rejeté" in _error(agent.post(acte_id, "resubmit", files={"fichier": ("a.zip", b"PK")}),
                                         409)["erreur"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,26 +16,11 @@ import requests
 from flows.config import load_config
 from flows.dossier import service
 from flows.dossier.db import session_scope
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 BORDEREAUX_PER_FILE = 5  # three files: the batch of fifteen bordereaux signed in one action
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium est absent : installez-le (apt-get install -y chromium) pour les tests d'interface")
-    from playwright.sync_api import sync_playwright  # in requirements: a missing package is a failure
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _wait_dossiers(platform, shas: list[str], state: str, timeout: float) -> dict[str, str]:

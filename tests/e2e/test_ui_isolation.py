@@ -8,31 +8,15 @@ operator's navigation has them all. Screenshots in test-artifacts/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 AIRFLOW_ENTRIES = ("Dags", "Assets", "Browse", "Admin")
 DEMAT_ENTRIES = ("Parapheur", "Dossiers")
 SIDEBAR = "[data-testid=nav-sidebar]"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium est absent : installez-le (apt-get install -y chromium) pour les tests d'interface")
-    from playwright.sync_api import sync_playwright  # in requirements: a missing package is a failure
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _login_home(page, platform, user: str) -> None:
