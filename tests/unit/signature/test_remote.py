@@ -266,6 +266,16 @@ def _pdf_value(prepared: PreparedPdf, key) -> bytes:
     return key.sign(prepared.signed_attrs, padding.PKCS1v15(), hashes.SHA256())
 
 
+def _der_value(blob: bytes) -> bytes:
+    """The DER value at the start of the zero-padded /Contents (a signature may itself end in 00 bytes,
+    which stripping trailing zeros cut off about once in a hundred runs)."""
+    assert blob[0] == 0x30, "CMS SignedData is a DER SEQUENCE"
+    if blob[1] < 0x80:
+        return blob[:2 + blob[1]]
+    n = blob[1] & 0x7F
+    return blob[:2 + n + int.from_bytes(blob[2:2 + n], "big")]
+
+
 def pades_check(signed: bytes, ca_pem: str, tmp_path) -> None:
     """pyHanko's validator and openssl cms -verify on the extracted CMS and ByteRange content."""
     from asn1crypto import x509 as ax
@@ -282,7 +292,7 @@ def pades_check(signed: bytes, ca_pem: str, tmp_path) -> None:
         a, b, c, d = map(int, m.groups())
         content = signed[a:a + b] + signed[c:c + d]
         hexsig = signed[a + b + 1: c - 1]
-        (tmp_path / "sig.der").write_bytes(bytes.fromhex(hexsig.decode()).rstrip(b"\x00"))
+        (tmp_path / "sig.der").write_bytes(_der_value(bytes.fromhex(hexsig.decode())))
         (tmp_path / "content.bin").write_bytes(content)
         res = subprocess.run([OPENSSL, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig.der"),
                               "-content", str(tmp_path / "content.bin"), "-CAfile", ca_pem, "-purpose", "any",
